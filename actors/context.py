@@ -1,0 +1,88 @@
+"""What a worker process shares between its threads: settings, engine, broker, running jobs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from dramatiq import Broker
+from sqlalchemy.engine import Engine
+
+from service.config import Settings
+from service.dispatch import Dispatcher
+from service.jobs import ClaimedJob
+
+
+@dataclass
+class RunningAttempt:
+    job: ClaimedJob
+    stop_reason: str | None = None
+
+
+class RunningJobs:
+    """The attempts running in this process, and the requests to stop them."""
+
+    def __init__(self) -> None:
+        self._attempts: dict[int, RunningAttempt] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._attempts[job.id] = RunningAttempt(job)
+
+    def remove(self, job_id: int) -> None:
+        with self._lock:
+            self._attempts.pop(job_id, None)
+
+    def leases(self) -> dict[int, int]:
+        with self._lock:
+            return {job_id: a.job.lease for job_id, a in self._attempts.items()}
+
+    def request_stop(self, job_id: int, reason: str) -> bool:
+        """Ask the attempt of this job to stop; True if it runs here and was not asked before."""
+        with self._lock:
+            attempt = self._attempts.get(job_id)
+            if attempt is None or attempt.stop_reason is not None:
+                return False
+            attempt.stop_reason = reason
+            return True
+
+    def stop_reason(self, job_id: int) -> str | None:
+        attempt = self._attempts.get(job_id)
+        return attempt.stop_reason if attempt is not None else None
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+
+def worker_name() -> str:
+    """`host:pid`, as `locked_by` shows it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    broker: Broker
+    dispatcher: Dispatcher
+    running: RunningJobs = field(default_factory=RunningJobs)
+    name: str = field(default_factory=worker_name)
+    #: set when the worker stops taking jobs; running ones get until `shutdown_deadline`
+    draining: threading.Event = field(default_factory=threading.Event)
+    shutdown_deadline: float = float("inf")
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def begin_shutdown(self) -> None:
+        self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace
+        self.draining.set()
+
+    def stop_reason(self, job_id: int) -> str | None:
+        """Why the attempt of this job must stop now, if it must."""
+        reason = self.running.stop_reason(job_id)
+        if reason is None and self.draining.is_set() and time.monotonic() >= self.shutdown_deadline:
+            return "shutdown"
+        return reason

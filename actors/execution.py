@@ -1,0 +1,171 @@
+"""One attempt of a claimed job: build its command, run it, store its output and its end."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import structlog
+
+from actors import runner
+from actors.context import WorkerContext
+from actors.output import OutputTail
+from service import jobs
+from service.errors import DatabaseUnavailable
+from service.jobs import ClaimedJob, Outcome, OutputSnapshot
+
+log = structlog.get_logger(__name__)
+
+#: how often the output of a running command is written to the database
+OUTPUT_FLUSH_INTERVAL_S = 1.0
+#: how long to keep retrying the final write while the database is away
+RECORD_RETRY_MAX_S = 3600.0
+
+
+def job_environment(ctx: WorkerContext, job: ClaimedJob) -> dict[str, str]:
+    """A clean environment: never the worker's own (it holds database and broker secrets)."""
+    settings = ctx.settings
+    home = str(settings.job_home)
+    env = {
+        "PATH": f"{home}/bin:{settings.job_path}",
+        "HOME": os.environ.get("HOME", home),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "JOB_HOME": home,
+    }
+    for name in settings.pass_env:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(job.env or {})
+    # set last: the orphan reaper finds a job's processes by these
+    env["JOBRUNNER_JOB_ID"] = str(job.id)
+    env["JOBRUNNER_ATTEMPT"] = str(job.attempt)
+    env["JOBRUNNER_WORKER"] = ctx.name
+    return env
+
+
+def command_spec(ctx: WorkerContext, job: ClaimedJob) -> runner.CommandSpec:
+    argv = list(job.argv) if job.argv else ["/bin/sh", "-c", job.command]
+    return runner.CommandSpec(
+        argv=argv, cwd=ctx.settings.job_home, env=job_environment(ctx, job), timeout=job.timeout
+    )
+
+
+def outcome_of(result: runner.RunResult, job: ClaimedJob) -> Outcome:
+    """What the job's record says about an attempt that ended this way."""
+    if result.ended == "failed_to_start":
+        return Outcome(succeeded=False, error=result.error)
+    if result.ended == "timed_out":
+        return Outcome(succeeded=False, error=f"timed out after {job.timeout}s")
+    if result.ended == "stopped":
+        return Outcome(succeeded=False, cancelled=True, error="cancelled")
+    code = result.returncode
+    assert code is not None
+    if code == 0:
+        return Outcome(succeeded=True, exit_code=0)
+    if code < 0:
+        return Outcome(succeeded=False, error=f"killed by signal {-code}")
+    return Outcome(succeeded=False, exit_code=code, error=f"exit status {code}")
+
+
+class _OutputFlusher:
+    """Writes the output of a running attempt to the database now and then."""
+
+    def __init__(self, ctx: WorkerContext, job: ClaimedJob, tail: OutputTail) -> None:
+        self.ctx, self.job, self.tail = ctx, job, tail
+        self.saved_version = tail.version
+        self.next_flush = time.monotonic() + OUTPUT_FLUSH_INTERVAL_S
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self.next_flush or self.tail.version == self.saved_version:
+            return
+        self.next_flush = now + OUTPUT_FLUSH_INTERVAL_S
+        version = self.tail.version
+        try:
+            still_ours = jobs.save_output(self.ctx.engine, self.job, self.tail.snapshot())
+        except DatabaseUnavailable:
+            return  # the final write will carry it
+        self.saved_version = version
+        if not still_ours:
+            self.ctx.running.request_stop(self.job.id, "lost")
+
+
+def _retry_while_unavailable(ctx: WorkerContext, job: ClaimedJob, write, what: str):  # type: ignore[no-untyped-def]
+    """Run a database write, retrying while the database is unavailable: an exit code that
+    could not be stored yet is kept until it can be."""
+    delay, give_up = 0.2, time.monotonic() + RECORD_RETRY_MAX_S
+    while True:
+        try:
+            return write()
+        except DatabaseUnavailable:
+            if time.monotonic() >= give_up:
+                raise
+            log.warning("database unavailable; will retry", job_id=job.id, write=what)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
+    """Run one attempt of a job this worker has claimed, and record how it ended."""
+    settings = ctx.settings
+    initial = OutputSnapshot(job.output, job.output_offset) if job.attempt > 1 else None
+    tail = OutputTail(settings.output_limit, initial)
+    if job.attempt > 1:
+        tail.write(f"\n--- jobrunner: attempt {job.attempt} ---\n".encode())
+    log.info("job started", job_id=job.id, queue=job.queue, attempt=job.attempt, state="running")
+    started = time.monotonic()
+    ctx.running.add(job)
+    try:
+        result = runner.run(
+            command_spec(ctx, job),
+            tail,
+            should_stop=lambda: ctx.stop_reason(job.id),
+            kill_grace=settings.kill_grace,
+            on_tick=_OutputFlusher(ctx, job, tail),
+        )
+    finally:
+        ctx.running.remove(job.id)
+    duration = round(time.monotonic() - started, 3)
+    output = tail.snapshot()
+    if result.ended == "stopped" and result.stop_reason == "shutdown":
+        handed_back = _retry_while_unavailable(
+            ctx, job, lambda: jobs.hand_back(ctx.engine, job), "hand back"
+        )
+        if handed_back:
+            ctx.dispatcher.notify(job.queue)
+        log.info(
+            "job handed back",
+            job_id=job.id,
+            queue=job.queue,
+            attempt=job.attempt,
+            state="queued",
+            duration=duration,
+        )
+        return
+    if result.ended == "stopped" and result.stop_reason == "lost":
+        log.warning("job attempt lost to another", job_id=job.id, attempt=job.attempt)
+        return
+    outcome = outcome_of(result, job)
+    state = _retry_while_unavailable(
+        ctx,
+        job,
+        lambda: jobs.finish(
+            ctx.engine,
+            job,
+            outcome,
+            output,
+            backoff=settings.retry_backoff,
+            backoff_cap=settings.retry_backoff_max,
+        ),
+        "finish",
+    )
+    log.info(
+        "job finished",
+        job_id=job.id,
+        queue=job.queue,
+        attempt=job.attempt,
+        state=state or "superseded",
+        exit_code=outcome.exit_code,
+        error=outcome.error,
+        duration=duration,
+    )

@@ -1,0 +1,49 @@
+"""Dramatiq middleware that starts and stops the worker process's own machinery."""
+
+from __future__ import annotations
+
+import dramatiq
+import structlog
+from dramatiq.middleware import Middleware
+
+from actors.context import WorkerContext
+from actors.monitor import Monitor
+from actors.sweeper import Sweeper
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerLifecycle(Middleware):
+    """Starts the monitor and the sweeper with the worker; on shutdown, stops taking jobs
+    and gives running ones `JOBRUNNER_SHUTDOWN_GRACE` seconds before they are handed back."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.monitor: Monitor | None = None
+        self.sweeper: Sweeper | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        for queue in sorted(worker.consumer_whitelist or ()):
+            broker.declare_queue(queue)  # a consumer for each queue this worker serves
+        self.monitor = Monitor(self.ctx, broker, serve_all_queues=not worker.consumer_whitelist)
+        self.monitor.start()
+        self.sweeper = Sweeper(self.ctx)
+        self.sweeper.start()
+        queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
+        log.info("worker process ready", worker=self.ctx.name, queues=queues)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        log.info(
+            "worker process stopping",
+            worker=self.ctx.name,
+            running=len(self.ctx.running),
+            grace=self.ctx.settings.shutdown_grace,
+        )
+        self.ctx.begin_shutdown()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
+        self.ctx.engine.dispose()

@@ -1,0 +1,195 @@
+"""Run one command as a subprocess: its own session, output captured, timeout and stop enforced.
+
+No database and no broker here. The command runs in a new session (so its process group holds
+it and everything it starts); stdout and stderr share one pipe, so the output is interleaved in
+the order it was written. A timeout or a stop request sends SIGTERM to the whole group, then
+SIGKILL after a grace period; after any exit, whatever is left of the group is killed, so no
+grandchild outlives its job. The wait is a poll on the pipe and a pidfd with a short timeout:
+never a blocking wait that Dramatiq's interrupts could not break.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+READ_SIZE = 65536
+#: reads per wakeup at most, so that a command flooding its output still gets its timeout checked
+READS_PER_WAKEUP = 16
+#: after the command ends, how long to wait for processes that left its group to close the pipe
+DRAIN_TIMEOUT_S = 0.5
+
+StopCheck = Callable[[], str | None]
+
+
+class OutputWriter(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the command ended.
+
+    `ended` is `exited` (by itself; `returncode` < 0 means killed by that signal from outside),
+    `timed_out`, `stopped` (`stop_reason` says why) or `failed_to_start` (`error` says why).
+    """
+
+    ended: Literal["exited", "timed_out", "stopped", "failed_to_start"]
+    returncode: int | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to polling waitid
+        return None
+
+
+def _has_exited(pid: int) -> bool:
+    """True once the process has exited; it stays unreaped, so its pid cannot be reused."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+def _read_available(fd: int, output: OutputWriter) -> bool:
+    """Read what the pipe holds now (within READS_PER_WAKEUP); False at end of file."""
+    for _ in range(READS_PER_WAKEUP):
+        try:
+            chunk = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        output.write(chunk)
+    return True
+
+
+class _Watch:
+    """The pipe and the pidfd of a running command, polled together."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], output: OutputWriter) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.output = output
+        self.fd = proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.pipe_open = True
+        self.exited = False
+        self.pidfd = _pidfd_open(proc.pid)
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
+        if self.pidfd is not None:
+            self.poller.register(self.pidfd, select.POLLIN)
+
+    def wait(self, seconds: float) -> None:
+        """Wait up to `seconds` for output or exit, reading what output arrives."""
+        if self.pidfd is None and not self.pipe_open:
+            seconds = min(seconds, 0.01)  # nothing to poll on: check the exit often
+        for fd, _events in self.poller.poll(max(0.0, seconds) * 1000):
+            if fd == self.fd:
+                if not _read_available(self.fd, self.output):
+                    self.pipe_open = False
+                    self.poller.unregister(self.fd)
+            elif fd == self.pidfd:
+                self.exited = True
+        if self.pidfd is None and not self.exited:
+            self.exited = _has_exited(self.proc.pid)
+
+    def finish(self) -> int:
+        """Kill what is left of the group, reap the leader, read the pipe to its end."""
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        returncode = self.proc.wait()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self.pipe_open and time.monotonic() < deadline:
+            ready = self.poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+            if any(fd == self.fd for fd, _ in ready) and not _read_available(self.fd, self.output):
+                self.pipe_open = False
+        self.close()
+        return returncode
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def run(
+    spec: CommandSpec,
+    output: OutputWriter,
+    *,
+    should_stop: StopCheck,
+    kill_grace: float,
+    on_start: Callable[[int], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    poll_interval: float = 0.25,
+) -> RunResult:
+    """Run the command to its end; see the module docstring for the rules."""
+    try:
+        proc = subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except OSError as exc:
+        return RunResult("failed_to_start", error=f"could not start: {exc}")
+    watch = _Watch(proc, output)
+    ended: Literal["exited", "timed_out", "stopped"] = "exited"
+    stop_reason: str | None = None
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        deadline = time.monotonic() + spec.timeout
+        while not watch.exited:
+            watch.wait(min(poll_interval, deadline - time.monotonic()))
+            if watch.exited:
+                break
+            if on_tick is not None:
+                on_tick()
+            stop_reason = should_stop()
+            if stop_reason is not None:
+                ended = "stopped"
+                break
+            if time.monotonic() >= deadline:
+                ended = "timed_out"
+                break
+        if ended != "exited":
+            _signal_group(proc.pid, signal.SIGTERM)
+            grace_end = time.monotonic() + kill_grace
+            while not watch.exited and time.monotonic() < grace_end:
+                watch.wait(min(poll_interval, grace_end - time.monotonic()))
+    finally:
+        returncode = watch.finish()
+    return RunResult(ended, returncode=returncode, stop_reason=stop_reason)

@@ -1,0 +1,120 @@
+"""The sweeper: the database-driven part of scheduling, run by one worker process at a time.
+
+Each tick it queues the scheduled and retrying jobs whose time has come (and sends their
+messages), and tops up queues whose waiting jobs have no message (a message lost to a crash
+between commit and send, or to a broker outage). One process at a time holds the sweeper lock
+(a Redis key with a time to live, renewed every tick); any worker process can take over when
+the holder dies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import redis
+import structlog
+from redis.exceptions import LockError
+
+from actors.context import WorkerContext
+from service import jobs, queries
+from service.db import transaction, utcnow
+from service.errors import DatabaseUnavailable
+
+log = structlog.get_logger(__name__)
+
+#: a waiting job older than this with no message for its queue in the broker gets one
+STUCK_AFTER_S = 5.0
+#: how often the queue names in the database are read again
+QUEUE_REFRESH_S = 60.0
+TOP_UP_CAP = 1000
+
+
+class LeaderLock:
+    """Held by at most one process: a Redis lock with a TTL, or a plain flag in-process."""
+
+    def __init__(self, client: redis.Redis | None, key: str, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = client.lock(key, timeout=ttl) if client is not None else None
+        self._held = False
+
+    def hold(self) -> bool:
+        """Take the lock or renew it; False if another process holds it."""
+        if self._lock is None:
+            return True
+        try:
+            if self._held:
+                self._lock.extend(self.ttl, replace_ttl=True)
+            else:
+                self._held = self._lock.acquire(blocking=False)
+        except (LockError, redis.RedisError):
+            self._held = False
+        return self._held
+
+    def release(self) -> None:
+        if self._lock is not None and self._held:
+            try:
+                self._lock.release()
+            except (LockError, redis.RedisError):
+                pass
+        self._held = False
+
+
+class Sweeper:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        interval = ctx.settings.sweep_interval
+        self.lock = LeaderLock(
+            ctx.dispatcher.redis, ctx.dispatcher.key("sweeper"), ttl=max(5.0, interval * 5)
+        )
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self._db_queues: set[str] = set()
+        self._db_queues_read = float("-inf")
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="jobrunner-sweeper", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.lock.release()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.ctx.settings.sweep_interval):
+            try:
+                if self.lock.hold():
+                    self.tick()
+            except (DatabaseUnavailable, redis.RedisError) as exc:
+                log.warning("sweep failed", error=str(exc))
+            except Exception:
+                log.exception("sweep failed")
+
+    def tick(self) -> None:
+        for queue in jobs.promote_due(self.ctx.engine):
+            self.ctx.dispatcher.notify(queue)
+        self.top_up()
+
+    def queues(self) -> set[str]:
+        if time.monotonic() - self._db_queues_read > QUEUE_REFRESH_S:
+            with transaction(self.ctx.engine) as conn:
+                self._db_queues = set(queries.waiting_queues(conn))
+            self._db_queues_read = time.monotonic()
+        return self._db_queues | self.ctx.dispatcher.known_queues()
+
+    def top_up(self) -> None:
+        """Send messages for waiting jobs that have none."""
+        stuck_before = utcnow() - dt.timedelta(seconds=STUCK_AFTER_S)
+        for queue in sorted(self.queues()):
+            with transaction(self.ctx.engine) as conn:
+                waiting_since = queries.head_waiting_since(conn, queue)
+                if waiting_since is None or waiting_since > stuck_before:
+                    continue
+                pending = self.ctx.dispatcher.pending(queue)
+                ready = queries.ready_count(conn, queue, cap=pending + TOP_UP_CAP)
+            if ready > pending:
+                log.info("topping up queue", queue=queue, ready=ready, pending=pending)
+                self.ctx.dispatcher.notify(queue, ready - pending)

@@ -1,0 +1,123 @@
+"""The web application: `create_app()` builds routes, error handlers and the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actors.broker import make_broker
+from service import logs
+from service.config import Settings
+from service.db import create_engine
+from service.dispatch import Dispatcher
+from service.errors import JobRunnerError, ValidationFailed
+from service.routes import Services, routes
+
+log = structlog.get_logger("service.http")
+
+WEB_POOL_SIZE = 20
+WEB_POOL_OVERFLOW = 10
+
+
+async def _job_runner_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JobRunnerError)
+    if isinstance(exc, ValidationFailed):
+        return JSONResponse(exc.errors, status_code=422)
+    headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+    if exc.status_code >= 500:
+        log.warning("service unavailable", error=exc.message, cause=repr(exc.__cause__))
+    return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if exc.status_code != 404 else "not found"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+class RequestLog:
+    """One structured line per request: method, path, status, duration, job id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            state = scope.get("state") or {}
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            if "job_id" in state:
+                fields["job_id"] = state["job_id"]
+            log.info("request", **fields)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; uvicorn calls it as a factory (`--factory`) in each web process."""
+    settings = settings or Settings.from_environ()
+    logs.configure(settings, process="web")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        engine = create_engine(
+            settings.database_url, pool_size=WEB_POOL_SIZE, max_overflow=WEB_POOL_OVERFLOW
+        )
+        # no more threads than database connections: a request never waits for the pool
+        anyio.to_thread.current_default_thread_limiter().total_tokens = (
+            WEB_POOL_SIZE + WEB_POOL_OVERFLOW
+        )
+        broker = make_broker(settings)
+        services = Services(
+            settings=settings,
+            engine=engine,
+            broker=broker,
+            dispatcher=Dispatcher(broker, settings.redis_namespace),
+        )
+        try:
+            yield {"services": services}
+        finally:
+            broker.close()
+            engine.dispose()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestLog)],
+        exception_handlers={
+            JobRunnerError: _job_runner_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )

@@ -1,0 +1,128 @@
+"""The `jobrunner` command: the process roles of the Procfile, and the release step.
+
+jobrunner migrate    apply the schema migrations (the `release` role)
+jobrunner web        the HTTP service (uvicorn)
+jobrunner worker     the Dramatiq workers that run the jobs
+jobrunner            the role named by RUN_MODE (web/http_server, worker/delayed_job, release)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import uvicorn
+
+from service import logs
+from service.config import ConfigError, Settings
+from service.migrate import apply_migrations
+from service.preflight import StartupError, check_broker, check_database, wait_until_ready
+
+RUN_MODES = {
+    "web": "web",
+    "http_server": "web",
+    "worker": "worker",
+    "delayed_job": "worker",
+    "release": "migrate",
+    "migrate": "migrate",
+}
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_environ()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _ready(settings: Settings) -> None:
+    try:
+        wait_until_ready(settings, [check_database, check_broker])
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """HTTP Job Runner: run a command asynchronously because an HTTP request asked for it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    mode = os.environ.get("RUN_MODE", "").strip()
+    if not mode:
+        click.echo(ctx.get_help())
+        return
+    if mode not in RUN_MODES:
+        raise click.ClickException(
+            f"RUN_MODE={mode!r} is not one of: {', '.join(sorted(RUN_MODES))}"
+        )
+    ctx.invoke(COMMANDS[RUN_MODES[mode]])
+
+
+@main.command()
+def migrate() -> None:
+    """Create the database if needed and apply the migrations (safe to run again)."""
+    settings = _settings()
+    logs.configure(settings, process="release")
+    try:
+        applied = apply_migrations(settings.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"migration failed: {exc}") from None
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
+
+
+@main.command()
+def web() -> None:
+    """Serve the HTTP API (uvicorn; WEB_CONCURRENCY processes on HOST:PORT)."""
+    settings = _settings()
+    logs.configure(settings, process="web")
+    _ready(settings)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.web_concurrency,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run the Dramatiq workers (WORKER_PROCESSES x WORKER_THREADS jobs at once)."""
+    settings = _settings()
+    logs.configure(settings, process="worker")
+    _ready(settings)
+    shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors.worker",
+        "--processes",
+        str(settings.worker_processes),
+        "--threads",
+        str(settings.worker_threads),
+        "--worker-shutdown-timeout",
+        str(shutdown_ms),
+    ]
+    if settings.worker_queues:
+        argv += ["--queues", *settings.worker_queues]
+    env = dict(os.environ)
+    # A busy process takes no more messages than it has threads: the rest stay in Redis for
+    # idle workers elsewhere. An idle consumer checks Redis at least every 100 ms.
+    env.setdefault("dramatiq_queue_prefetch", str(settings.worker_threads))
+    env.setdefault("dramatiq_worker_timeout", "100")
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+
+
+COMMANDS = {"web": web, "worker": worker, "migrate": migrate}
+main.add_command(migrate, name="release")

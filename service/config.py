@@ -1,0 +1,155 @@
+"""Settings: read once from the environment, passed down everywhere else.
+
+Names without a prefix (`DATABASE_URL`, `REDIS_URL`, `JOB_HOME`, `PORT`, `WORKER_PROCESSES`,
+`WORKER_THREADS`) are the public ones that deployments and acceptance tests set; everything
+specific to this project is `JOBRUNNER_*`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service, with the defaults a fresh install runs with."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    #: prefix of every Redis key this service writes (Dramatiq queues included)
+    redis_namespace: str = "jobrunner"
+    job_home: Path = field(default_factory=Path.cwd)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_concurrency: int = 1
+    worker_processes: int = 2
+    worker_threads: int = 4
+    #: queues a worker serves; empty means every queue, including ones created later
+    worker_queues: tuple[str, ...] = ()
+
+    default_timeout: int = 3600
+    max_timeout: int = 7 * 24 * 3600
+    default_max_retries: int = 0
+    max_retries_limit: int = 100
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 3600.0
+    kill_grace: float = 5.0
+    output_limit: int = 1024 * 1024
+    max_body_size: int = 1024 * 1024
+    max_command_length: int = 64 * 1024
+    max_env_size: int = 64 * 1024
+
+    heartbeat_interval: float = 2.0
+    lease_timeout: float = 60.0
+    sweep_interval: float = 1.0
+    shutdown_grace: float = 30.0
+    retention: float = 7 * 24 * 3600.0
+
+    #: PATH of job commands; JOB_HOME/bin comes first
+    job_path: str = "/usr/local/bin:/usr/bin:/bin"
+    #: names of worker environment variables passed on to job commands
+    pass_env: tuple[str, ...] = ()
+    log_format: str = "console"
+    log_level: str = "info"
+    startup_timeout: float = 10.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_stub_broker(self) -> bool:
+        return self.redis_url.startswith("stub:")
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raise ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        job_home = Path(env.get("JOB_HOME") or Path.cwd()).expanduser().resolve()
+        queues = _list(env, "WORKER_QUEUES")
+        for queue in queues:
+            if not QUEUE_NAME_PATTERN.match(queue):
+                raise ConfigError(f"WORKER_QUEUES holds an invalid queue name: {queue!r}")
+        log_format = env.get("JOBRUNNER_LOG_FORMAT", "console").strip() or "console"
+        if log_format not in ("console", "json"):
+            raise ConfigError(f"JOBRUNNER_LOG_FORMAT must be console or json, got {log_format!r}")
+        settings = cls(
+            database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            redis_namespace=env.get("JOBRUNNER_REDIS_NAMESPACE", "").strip() or "jobrunner",
+            job_home=job_home,
+            host=env.get("HOST", "").strip() or "127.0.0.1",
+            port=_int(env, "PORT", 8000, minimum=1),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            worker_processes=_int(env, "WORKER_PROCESSES", 2, minimum=1),
+            worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
+            worker_queues=queues,
+            default_timeout=_int(env, "JOBRUNNER_DEFAULT_TIMEOUT", 3600, minimum=1),
+            max_timeout=_int(env, "JOBRUNNER_MAX_TIMEOUT", 7 * 24 * 3600, minimum=1),
+            default_max_retries=_int(env, "JOBRUNNER_DEFAULT_MAX_RETRIES", 0),
+            retry_backoff=_seconds(env, "JOBRUNNER_RETRY_BACKOFF", 10.0),
+            retry_backoff_max=_seconds(env, "JOBRUNNER_RETRY_BACKOFF_MAX", 3600.0),
+            kill_grace=_seconds(env, "JOBRUNNER_KILL_GRACE", 5.0),
+            output_limit=_int(env, "JOBRUNNER_OUTPUT_LIMIT", 1024 * 1024, minimum=1024),
+            max_body_size=_int(env, "JOBRUNNER_MAX_BODY_SIZE", 1024 * 1024, minimum=1024),
+            heartbeat_interval=_seconds(env, "JOBRUNNER_HEARTBEAT_INTERVAL", 2.0, minimum=0.05),
+            lease_timeout=_seconds(env, "JOBRUNNER_LEASE_TIMEOUT", 60.0, minimum=0.5),
+            sweep_interval=_seconds(env, "JOBRUNNER_SWEEP_INTERVAL", 1.0, minimum=0.05),
+            shutdown_grace=_seconds(env, "JOBRUNNER_SHUTDOWN_GRACE", 30.0),
+            retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0, minimum=1.0),
+            job_path=env.get("JOBRUNNER_JOB_PATH", "").strip() or "/usr/local/bin:/usr/bin:/bin",
+            pass_env=_list(env, "JOBRUNNER_PASS_ENV"),
+            log_format=log_format,
+            log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
+            startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),
+        )
+        if settings.default_timeout > settings.max_timeout:
+            raise ConfigError("JOBRUNNER_DEFAULT_TIMEOUT must not exceed JOBRUNNER_MAX_TIMEOUT")
+        if settings.heartbeat_interval * 3 > settings.lease_timeout:
+            raise ConfigError(
+                "JOBRUNNER_LEASE_TIMEOUT must be at least 3 heartbeat intervals "
+                f"({settings.heartbeat_interval * 3:g} s)"
+            )
+        return settings

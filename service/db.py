@@ -1,0 +1,145 @@
+"""The database layer: engine factory, table definitions, and the error boundary.
+
+MySQL/MariaDB (mysqlclient) in production; SQLite for the embedded trial mode. The schema
+itself is created by the yoyo migrations in `migrations/`; the tables here mirror it for
+SQLAlchemy Core. Times are naive UTC datetimes with microseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from service.errors import DatabaseUnavailable
+
+metadata = sa.MetaData()
+
+# BIGINT ids on MySQL; SQLite only auto-increments a column declared INTEGER PRIMARY KEY.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("argv", sa.JSON, nullable=True),
+    sa.Column("env", sa.JSON, nullable=True),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("timeout", sa.Integer, nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("run_at", sa.DateTime, nullable=False),
+    sa.Column("locked_at", sa.DateTime, nullable=True),
+    sa.Column("locked_by", sa.String(255), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=True),
+    sa.Column("cancel_requested_at", sa.DateTime, nullable=True),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Column("failed_at", sa.DateTime, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    # Fencing token: incremented by every claim, never reset. A worker writes only while
+    # the row still carries the lease it claimed, so a stale attempt cannot overwrite a newer one.
+    sa.Column("lease", sa.BigInteger, nullable=False),
+    sa.Column("idempotency_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("output", sa.LargeBinary, nullable=True),
+    sa.Column("output_offset", sa.BigInteger, nullable=False),
+    sa.Column("output_bytes", sa.BigInteger, nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    """The current time as the naive UTC datetime the database stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """An engine for MySQL/MariaDB (mysqlclient) or SQLite, set up for this service."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return _create_sqlite_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    if backend not in ("mysql", "mariadb"):
+        raise ValueError(f"unsupported database {backend!r}: use mysql+mysqldb:// or sqlite://")
+    if "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=10,
+        pool_recycle=1800,
+        pool_pre_ping=True,
+        # Each statement sees the latest committed data: a worker's poll for a cancel flag
+        # must not keep reading an old snapshot.
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "connect_timeout": 5,
+            "read_timeout": 30,
+            "write_timeout": 30,
+            "init_command": "SET time_zone='+00:00', innodb_lock_wait_timeout=10",
+        },
+    )
+
+
+def _create_sqlite_engine(url: sa.URL, *, pool_size: int, max_overflow: int) -> Engine:
+    engine = sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite, so that every transaction starts
+        # with BEGIN IMMEDIATE: one writer at a time, waiting instead of failing on upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for errors that mean the database cannot be reached right now."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()`, with connection failures turned into DatabaseUnavailable."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        if _is_lock_conflict(exc):
+            raise
+        raise DatabaseUnavailable() from exc
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    """Deadlock (1213) or lock wait timeout (1205): a conflict, not an outage."""
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+    return code in (1205, 1213)

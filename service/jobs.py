@@ -1,0 +1,462 @@
+"""Job states and every write that changes them: the one module that owns state transitions.
+
+Each transition is one guarded UPDATE (`WHERE id = ? AND state IN (...)`, plus the `lease` fence
+for writes by a worker) whose row count says whether it happened. Nothing else in the code base
+writes `state`. Reads live in `service.queries`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from service import queries
+from service.db import jobs, transaction, utcnow
+from service.errors import Conflict, NotFound
+from service.queries import Job
+from service.schemas import JobSpec
+from service.states import ALLOWED_FROM, NOT_STARTED, WAITING, State
+
+
+def _move_all(
+    conn: Connection,
+    job_ids: Sequence[int],
+    to: State,
+    from_states: Iterable[State],
+    *conditions: sa.ColumnElement[bool],
+    **values: Any,
+) -> int:
+    """The guarded UPDATE behind every transition; returns how many rows moved."""
+    sources = frozenset(from_states)
+    if not sources <= ALLOWED_FROM[to]:
+        raise AssertionError(f"transition to {to} from {sorted(sources)} is not allowed")
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(sorted(sources)), *conditions)
+        .values(state=to, **values)
+    )
+    return result.rowcount
+
+
+def _move(
+    conn: Connection,
+    job_id: int,
+    to: State,
+    from_states: Iterable[State],
+    *conditions: sa.ColumnElement[bool],
+    **values: Any,
+) -> bool:
+    """Move one job; True when it moved."""
+    return _move_all(conn, [job_id], to, from_states, *conditions, **values) == 1
+
+
+def _require(conn: Connection, job_id: int) -> Job:
+    job = queries.get(conn, job_id)
+    if job is None:
+        raise NotFound()
+    return job
+
+
+# --- clients ------------------------------------------------------------------------------
+
+
+def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Store a new job; with an idempotency key already used, return that job instead.
+
+    Returns the job and whether it was created now.
+    """
+    now = utcnow()
+    run_at = spec.run_at or now
+    values: dict[str, Any] = {
+        "command": spec.command,
+        "argv": spec.argv,
+        "env": spec.env,
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "state": State.SCHEDULED if run_at > now else State.QUEUED,
+        "attempts": 0,
+        "max_retries": spec.max_retries,
+        "timeout": spec.timeout,
+        "run_at": run_at,
+        "created_at": now,
+        "updated_at": now,
+        "lease": 0,
+        "idempotency_key": idempotency_key,
+        "output_offset": 0,
+        "output_bytes": 0,
+    }
+    if idempotency_key is not None:
+        with transaction(engine) as conn:
+            existing = queries.get_by_idempotency_key(conn, idempotency_key)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction(engine) as conn:
+            job_id = conn.execute(jobs.insert().values(values)).inserted_primary_key[0]
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        with transaction(engine) as conn:  # a concurrent request with the same key won
+            existing = queries.get_by_idempotency_key(conn, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return Job.from_values(job_id, values), True
+
+
+def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
+    """Change a job that has not started yet; Conflict once it has."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        values = dict(changes, updated_at=now)
+        if "run_at" in changes:
+            to = State.SCHEDULED if changes["run_at"] > now else State.QUEUED
+        else:
+            current = _require(conn, job_id)
+            to = State(current.state) if current.state in NOT_STARTED else State.QUEUED
+        if not _move(conn, job_id, to, NOT_STARTED, jobs.c.started_at.is_(None), **values):
+            job = _require(conn, job_id)
+            raise Conflict(f"job {job_id} is {job.state} and has already started: it cannot change")
+        return _require(conn, job_id)
+
+
+def cancel(engine: Engine, job_id: int) -> Job:
+    """Cancel a waiting job at once, or ask the worker running it to stop it."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        cancelled = _move(
+            conn,
+            job_id,
+            State.CANCELLED,
+            WAITING,
+            last_error="cancelled",
+            finished_at=now,
+            updated_at=now,
+        )
+        if not cancelled:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == State.RUNNING)
+                .values(cancel_requested_at=sa.func.coalesce(jobs.c.cancel_requested_at, now))
+            )
+            if result.rowcount != 1:
+                job = _require(conn, job_id)
+                raise Conflict(f"job {job_id} is already {job.state}")
+        return _require(conn, job_id)
+
+
+def retry(engine: Engine, job_id: int) -> Job:
+    """Queue a failed or cancelled job again, as a new run with fresh attempts and output."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        moved = _move(
+            conn,
+            job_id,
+            State.QUEUED,
+            {State.FAILED, State.CANCELLED},
+            attempts=0,
+            exit_code=None,
+            last_error=None,
+            run_at=now,
+            locked_at=None,
+            locked_by=None,
+            cancel_requested_at=None,
+            finished_at=None,
+            failed_at=None,
+            output=None,
+            output_offset=0,
+            output_bytes=0,
+            updated_at=now,
+        )
+        if not moved:
+            job = _require(conn, job_id)
+            raise Conflict(f"job {job_id} is {job.state}: only failed or cancelled jobs can retry")
+        return _require(conn, job_id)
+
+
+def delete(engine: Engine, job_id: int) -> State:
+    """Delete a job and its output; return the state it had (a running one must be stopped)."""
+    with transaction(engine) as conn:
+        state = conn.execute(
+            sa.select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()
+        ).scalar()
+        if state is None:
+            raise NotFound()
+        conn.execute(jobs.delete().where(jobs.c.id == job_id))
+        return State(state)
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs to run one attempt of a job it has claimed."""
+
+    id: int
+    lease: int
+    attempt: int
+    max_retries: int
+    command: str
+    argv: list[str] | None
+    env: dict[str, str] | None
+    timeout: int
+    queue: str
+    output: bytes
+    output_offset: int
+
+
+_CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.lease,
+    jobs.c.attempts,
+    jobs.c.max_retries,
+    jobs.c.command,
+    jobs.c.argv,
+    jobs.c.env,
+    jobs.c.timeout,
+    jobs.c.output,
+    jobs.c.output_offset,
+)
+
+
+def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
+    """Start the best waiting job of a queue: lowest priority, then earliest run_at, then id.
+
+    `FOR UPDATE SKIP LOCKED` lets concurrent workers take different rows; the guarded UPDATE
+    makes a second claim of the same row impossible whatever the broker delivers.
+    """
+    with transaction(engine) as conn:
+        now = utcnow()
+        row = conn.execute(
+            sa.select(*_CLAIM_COLUMNS)
+            .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED, jobs.c.run_at <= now)
+            .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        lease, attempt = row.lease + 1, row.attempts + 1
+        claimed = _move(
+            conn,
+            row.id,
+            State.RUNNING,
+            {State.QUEUED},
+            jobs.c.lease == row.lease,
+            attempts=attempt,
+            lease=lease,
+            locked_at=now,
+            locked_by=worker,
+            heartbeat_at=now,
+            started_at=sa.func.coalesce(jobs.c.started_at, now),
+            cancel_requested_at=None,
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+    return ClaimedJob(
+        id=row.id,
+        lease=lease,
+        attempt=attempt,
+        max_retries=row.max_retries,
+        command=row.command,
+        argv=row.argv,
+        env=row.env,
+        timeout=row.timeout,
+        queue=queue,
+        output=row.output or b"",
+        output_offset=row.output_offset,
+    )
+
+
+def _fenced(job: ClaimedJob) -> tuple[sa.ColumnElement[bool], ...]:
+    return (jobs.c.lease == job.lease,)
+
+
+@dataclass(frozen=True)
+class OutputSnapshot:
+    """The kept tail of a job's output: `data` starts at byte `offset` of everything printed."""
+
+    data: bytes
+    offset: int
+
+    @property
+    def total(self) -> int:
+        return self.offset + len(self.data)
+
+
+def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool:
+    """Store the output so far; False if the attempt is no longer ours (lost, deleted)."""
+    with transaction(engine) as conn:
+        result = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job.id, jobs.c.state == State.RUNNING, *_fenced(job))
+            .values(output=output.data, output_offset=output.offset, output_bytes=output.total)
+        )
+        return result.rowcount == 1
+
+
+def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
+    """Refresh the heartbeat of running attempts; return the ones that must stop, and why.
+
+    `cancelled`: a client cancelled or deleted the job. `lost`: the attempt is no longer the
+    one this worker claimed (the sweeper gave it up for lost, and it may run elsewhere now).
+    """
+    if not leases:
+        return {}
+    with transaction(engine) as conn:
+        now = utcnow()
+        conn.execute(
+            jobs.update()
+            .where(
+                sa.tuple_(jobs.c.id, jobs.c.lease).in_(list(leases.items())),
+                jobs.c.state == State.RUNNING,
+            )
+            .values(heartbeat_at=now)
+        )
+        rows = conn.execute(
+            sa.select(jobs.c.id, jobs.c.lease, jobs.c.state, jobs.c.cancel_requested_at).where(
+                jobs.c.id.in_(list(leases))
+            )
+        ).all()
+    found = {row.id: row for row in rows}
+    stops: dict[int, str] = {}
+    for job_id, lease in leases.items():
+        row = found.get(job_id)
+        if row is None:
+            stops[job_id] = "cancelled"  # deleted
+        elif row.lease != lease or row.state != State.RUNNING:
+            stops[job_id] = "lost"
+        elif row.cancel_requested_at is not None:
+            stops[job_id] = "cancelled"
+    return stops
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the worker saw it."""
+
+    succeeded: bool
+    cancelled: bool = False
+    exit_code: int | None = None
+    error: str | None = None
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff after failed attempt `attempt` (1-based), with ±20 % jitter."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay * random.uniform(0.8, 1.2)
+
+
+def finish(
+    engine: Engine,
+    job: ClaimedJob,
+    outcome: Outcome,
+    output: OutputSnapshot,
+    *,
+    backoff: float,
+    backoff_cap: float,
+) -> State | None:
+    """Record the end of an attempt; return the job's new state, None if it was not ours."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        common: dict[str, Any] = {
+            "exit_code": outcome.exit_code,
+            "last_error": outcome.error,
+            "heartbeat_at": None,
+            "output": output.data,
+            "output_offset": output.offset,
+            "output_bytes": output.total,
+            "updated_at": now,
+        }
+        fence = (*_fenced(job),)
+        running = {State.RUNNING}
+        if outcome.succeeded:
+            moved = _move(conn, job.id, State.SUCCEEDED, running, *fence, finished_at=now, **common)
+            return State.SUCCEEDED if moved else None
+        if not outcome.cancelled and job.attempt <= job.max_retries:
+            run_at = now + dt.timedelta(seconds=retry_delay(job.attempt, backoff, backoff_cap))
+            if _move(
+                conn,
+                job.id,
+                State.RETRYING,
+                running,
+                *fence,
+                jobs.c.cancel_requested_at.is_(None),
+                run_at=run_at,
+                **common,
+            ):
+                return State.RETRYING
+        if outcome.cancelled or job.attempt <= job.max_retries:
+            # cancelled by a client, possibly while the command failed on its own
+            if _move(
+                conn,
+                job.id,
+                State.CANCELLED,
+                running,
+                *fence,
+                finished_at=now,
+                **dict(common, last_error="cancelled"),
+            ):
+                return State.CANCELLED
+            return None
+        moved = _move(
+            conn, job.id, State.FAILED, running, *fence, finished_at=now, failed_at=now, **common
+        )
+        return State.FAILED if moved else None
+
+
+def hand_back(engine: Engine, job: ClaimedJob) -> bool:
+    """Put a job whose attempt was stopped by a worker shutdown back in its queue.
+
+    The attempt does not count against the job's retries.
+    """
+    with transaction(engine) as conn:
+        now = utcnow()
+        return _move(
+            conn,
+            job.id,
+            State.QUEUED,
+            {State.RUNNING},
+            *_fenced(job),
+            attempts=jobs.c.attempts - 1,
+            run_at=now,
+            heartbeat_at=None,
+            updated_at=now,
+        )
+
+
+# --- the sweeper --------------------------------------------------------------------------
+
+
+def promote_due(engine: Engine, limit: int = 500) -> list[str]:
+    """Queue the scheduled and retrying jobs whose run_at has come; return their queues."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        due = conn.execute(
+            sa.select(jobs.c.id, jobs.c.queue)
+            .where(jobs.c.state.in_([State.SCHEDULED, State.RETRYING]), jobs.c.run_at <= now)
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not due:
+            return []
+        # the selected rows are locked by this transaction, so all of them move; a spare
+        # message for a queue would be harmless anyway (a claim that finds nothing)
+        _move_all(
+            conn,
+            [row.id for row in due],
+            State.QUEUED,
+            {State.SCHEDULED, State.RETRYING},
+            updated_at=now,
+        )
+        return [row.queue for row in due]

@@ -1,0 +1,91 @@
+"""Start-up checks: a missing or unreachable database or broker is one clear line, not a trace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from actors.broker import make_redis_client
+from service.config import Settings
+from service.migrate import pending_migrations
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why, in one line."""
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def check_database(settings: Settings) -> None:
+    where = _safe_url(settings.database_url)
+    try:
+        backend = make_url(settings.database_url).get_backend_name()
+        if backend not in ("mysql", "mariadb", "sqlite"):
+            raise ValueError(f"{backend} is not supported: use mysql+mysqldb:// (or sqlite://)")
+        engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    except Exception as exc:
+        raise StartupError(f"DATABASE_URL is not usable ({where}): {_first_line(exc)}") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        hint = ""
+        if "Unknown database" in str(exc):
+            hint = " (run `jobrunner migrate`, the release role, to create it)"
+        raise StartupError(
+            f"cannot reach the database at {where}: {_first_line(exc)}{hint}"
+        ) from None
+    finally:
+        engine.dispose()
+    try:
+        pending = pending_migrations(settings.database_url)
+    except Exception as exc:
+        raise StartupError(
+            f"cannot read the schema version at {where}: {_first_line(exc)}"
+        ) from None
+    if pending:
+        raise StartupError(
+            f"the database schema at {where} is not up to date (pending: {', '.join(pending)}): "
+            "run `jobrunner migrate` (the release role) first"
+        )
+
+
+def check_broker(settings: Settings) -> None:
+    if settings.uses_stub_broker:
+        return
+    where = _safe_url(settings.redis_url)
+    try:
+        client = make_redis_client(settings.redis_url)
+        client.ping()
+        client.close()
+    except (redis.RedisError, ValueError) as exc:
+        raise StartupError(f"cannot reach Redis at {where}: {_first_line(exc)}") from None
+
+
+def wait_until_ready(settings: Settings, checks: list[Callable[[Settings], None]]) -> None:
+    """Run the checks, retrying for JOBRUNNER_STARTUP_TIMEOUT seconds; raise the last error."""
+    deadline = time.monotonic() + settings.startup_timeout
+    while True:
+        try:
+            for check in checks:
+                check(settings)
+            return
+        except StartupError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)

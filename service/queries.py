@@ -1,0 +1,134 @@
+"""Reads of jobs: one job, a page of jobs, a job's output, and counts for the sweeper."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.db import jobs
+from service.states import FINAL, State
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the API shows it (never its env, nor its output)."""
+
+    id: int
+    command: str
+    argv: list[str] | None
+    queue: str
+    priority: int
+    state: str
+    attempts: int
+    max_retries: int
+    timeout: int
+    exit_code: int | None
+    last_error: str | None
+    run_at: dt.datetime
+    locked_at: dt.datetime | None
+    locked_by: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    failed_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    cancel_requested_at: dt.datetime | None
+    output_offset: int
+    output_bytes: int
+
+    @classmethod
+    def from_values(cls, job_id: int, values: dict[str, Any]) -> Job:
+        """The job just inserted with these column values."""
+        return cls(**{f.name: values.get(f.name) for f in _FIELDS if f.name != "id"}, id=job_id)
+
+
+_FIELDS = fields(Job)
+JOB_COLUMNS = tuple(jobs.c[f.name] for f in _FIELDS)
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(*JOB_COLUMNS)
+
+
+def get(conn: Connection, job_id: int) -> Job | None:
+    row = conn.execute(_select().where(jobs.c.id == job_id)).first()
+    return Job(*row) if row is not None else None
+
+
+def get_by_idempotency_key(conn: Connection, key: str) -> Job | None:
+    row = conn.execute(_select().where(jobs.c.idempotency_key == key)).first()
+    return Job(*row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    state: str | None = None
+    queue: str | None = None
+    after: int | None = None
+    limit: int = 100
+    descending: bool = False
+
+
+def list_jobs(conn: Connection, where: ListFilter) -> tuple[list[Job], bool]:
+    """A page of jobs in id order; also whether more remain after it."""
+    query = _select()
+    if where.state is not None:
+        query = query.where(jobs.c.state == where.state)
+    if where.queue is not None:
+        query = query.where(jobs.c.queue == where.queue)
+    if where.after is not None:
+        query = query.where(
+            jobs.c.id < where.after if where.descending else jobs.c.id > where.after
+        )
+    order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
+    rows = conn.execute(query.order_by(order).limit(where.limit + 1)).all()
+    return [Job(*row) for row in rows[: where.limit]], len(rows) > where.limit
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    data: bytes
+    offset: int
+    state: str
+
+
+def output(conn: Connection, job_id: int) -> StoredOutput | None:
+    row = conn.execute(
+        sa.select(jobs.c.output, jobs.c.output_offset, jobs.c.state).where(jobs.c.id == job_id)
+    ).first()
+    if row is None:
+        return None
+    return StoredOutput(data=row.output or b"", offset=row.output_offset, state=row.state)
+
+
+def head_waiting_since(conn: Connection, queue: str) -> dt.datetime | None:
+    """Since when the job that a worker of this queue would take next has been waiting."""
+    return conn.execute(
+        sa.select(jobs.c.updated_at)
+        .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED)
+        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+        .limit(1)
+    ).scalar()
+
+
+def ready_count(conn: Connection, queue: str, cap: int) -> int:
+    """How many jobs of a queue wait for a worker now, counting at most `cap`."""
+    inner = (
+        sa.select(sa.literal(1))
+        .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED)
+        .limit(cap)
+        .subquery()
+    )
+    return conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
+
+
+def waiting_queues(conn: Connection) -> list[str]:
+    """The queues that have jobs that are not final yet."""
+    rows = conn.execute(
+        sa.select(jobs.c.queue).where(jobs.c.state.notin_(sorted(FINAL))).group_by(jobs.c.queue)
+    ).all()
+    return [row.queue for row in rows]

@@ -1,0 +1,299 @@
+"""The HTTP endpoints: parse, call `service.jobs` / `service.queries`, answer. No SQL here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import redis
+import sqlalchemy as sa
+from dramatiq import Broker
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import jobs, openapi, queries
+from service.bodies import read_job_fields
+from service.config import QUEUE_NAME_PATTERN, Settings
+from service.db import transaction
+from service.dispatch import Dispatcher
+from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
+from service.queries import Job, ListFilter
+from service.schemas import job_to_json, parse_create, parse_edit
+from service.states import State
+
+MAX_ID = 2**63 - 1
+MAX_LIST_LIMIT = 1000
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Services:
+    """What the endpoints need, built once per web process by the app's lifespan."""
+
+    settings: Settings
+    engine: Engine
+    broker: Broker
+    dispatcher: Dispatcher
+
+
+def _services(request: Request) -> Services:
+    return request.state.services
+
+
+def _job_id(request: Request) -> int:
+    job_id = request.path_params["job_id"]
+    if job_id > MAX_ID:
+        raise NotFound()
+    request.state.job_id = job_id
+    return job_id
+
+
+def _job_response(job: Job, status_code: int = 200, **headers: str) -> JSONResponse:
+    return JSONResponse(job_to_json(job), status_code=status_code, headers=headers or None)
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def _submit(services: Services, fields: dict[str, Any], key: str | None) -> tuple[Job, bool]:
+    spec = parse_create(fields, services.settings)
+    job, created = jobs.create(services.engine, spec, key)
+    if created and job.state == State.QUEUED:
+        services.dispatcher.notify(job.queue)  # after the commit: a worker must find the row
+    return job, created
+
+
+async def create_job(request: Request) -> Response:
+    services = _services(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    fields = await read_job_fields(request, services.settings.max_body_size)
+    job, created = await run_in_threadpool(_submit, services, fields, key)
+    request.state.job_id = job.id
+    return _job_response(job, 201 if created else 200, Location=f"/jobs/{job.id}")
+
+
+def _list_filter(request: Request) -> ListFilter:
+    params = request.query_params
+    errors: dict[str, list[str]] = {}
+    state = params.get("state")
+    if state is not None and state not in State.__members__.values():
+        errors["state"] = ["must be one of " + ", ".join(s.value for s in State)]
+    queue = params.get("queue")
+    if queue is not None and not QUEUE_NAME_PATTERN.match(queue):
+        errors["queue"] = ["is not a valid queue name"]
+    limit = _int_param(params.get("limit"), "limit", 1, MAX_LIST_LIMIT, errors)
+    after = _int_param(params.get("after"), "after", 0, MAX_ID, errors)
+    order = params.get("order", "asc")
+    if order not in ("asc", "desc"):
+        errors["order"] = ["must be asc or desc"]
+    if errors:
+        raise ValidationFailed(errors)
+    return ListFilter(
+        state=state,
+        queue=queue,
+        after=after,
+        limit=limit if limit is not None else 100,
+        descending=order == "desc",
+    )
+
+
+def _int_param(
+    raw: str | None, name: str, low: int, high: int, errors: dict[str, list[str]]
+) -> int | None:
+    if raw is None:
+        return None
+    if not re.fullmatch(r"\d{1,19}", raw) or not low <= int(raw) <= high:
+        errors[name] = [f"must be an integer from {low} to {high}"]
+        return None
+    return int(raw)
+
+
+def _list(engine: Engine, where: ListFilter) -> tuple[list[Job], bool]:
+    with transaction(engine) as conn:
+        return queries.list_jobs(conn, where)
+
+
+async def list_jobs(request: Request) -> Response:
+    where = _list_filter(request)
+    page, more = await run_in_threadpool(_list, _services(request).engine, where)
+    headers = {}
+    if more and page:
+        query = dict(request.query_params)
+        query.update(after=str(page[-1].id), limit=str(where.limit))
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return JSONResponse([job_to_json(job) for job in page], headers=headers)
+
+
+def _get(engine: Engine, job_id: int) -> Job:
+    with transaction(engine) as conn:
+        job = queries.get(conn, job_id)
+    if job is None:
+        raise NotFound()
+    return job
+
+
+async def show_job(request: Request) -> Response:
+    job = await run_in_threadpool(_get, _services(request).engine, _job_id(request))
+    return _job_response(job)
+
+
+def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
+    changes = parse_edit(fields, services.settings)
+    if not changes:
+        _get(services.engine, job_id)  # still 404 for an unknown job
+        return
+    job = jobs.edit(services.engine, job_id, changes)
+    if job.state == State.QUEUED:
+        services.dispatcher.notify(job.queue)
+
+
+async def edit_job(request: Request) -> Response:
+    services = _services(request)
+    job_id = _job_id(request)
+    fields = await read_job_fields(request, services.settings.max_body_size)
+    await run_in_threadpool(_edit, services, job_id, fields)
+    return Response(status_code=204)
+
+
+def _delete(services: Services, job_id: int) -> None:
+    if jobs.delete(services.engine, job_id) == State.RUNNING:
+        services.dispatcher.announce_cancel(job_id)
+
+
+async def delete_job(request: Request) -> Response:
+    await run_in_threadpool(_delete, _services(request), _job_id(request))
+    return Response(status_code=204)
+
+
+def _cancel(services: Services, job_id: int) -> Job:
+    job = jobs.cancel(services.engine, job_id)
+    if job.state == State.RUNNING:
+        services.dispatcher.announce_cancel(job_id)
+    return job
+
+
+async def cancel_job(request: Request) -> Response:
+    job = await run_in_threadpool(_cancel, _services(request), _job_id(request))
+    return _job_response(job, 202)
+
+
+def _retry(services: Services, job_id: int) -> Job:
+    job = jobs.retry(services.engine, job_id)
+    services.dispatcher.notify(job.queue)
+    return job
+
+
+async def retry_job(request: Request) -> Response:
+    job = await run_in_threadpool(_retry, _services(request), _job_id(request))
+    return _job_response(job, 202)
+
+
+def _output(engine: Engine, job_id: int) -> queries.StoredOutput:
+    with transaction(engine) as conn:
+        stored = queries.output(conn, job_id)
+    if stored is None:
+        raise NotFound()
+    return stored
+
+
+async def job_output(request: Request) -> Response:
+    job_id = _job_id(request)
+    errors: dict[str, list[str]] = {}
+    offset = _int_param(request.query_params.get("offset"), "offset", 0, MAX_ID, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    stored = await run_in_threadpool(_output, _services(request).engine, job_id)
+    start = max(offset or 0, stored.offset)
+    data = stored.data[start - stored.offset :]
+    return Response(
+        data,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "X-Output-Offset": str(start),
+            "X-Output-Bytes": str(stored.offset + len(stored.data)),
+            "X-Output-Truncated": "true" if stored.offset > 0 else "false",
+            "X-Job-State": stored.state,
+        },
+    )
+
+
+# --- service ------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _check_database(engine: Engine) -> bool:
+    try:
+        with transaction(engine) as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except DatabaseUnavailable:
+        return False
+    return True
+
+
+def _check_broker(dispatcher: Dispatcher) -> bool:
+    if dispatcher.redis is None:
+        return True
+    try:
+        return bool(dispatcher.redis.ping())
+    except redis.RedisError:
+        return False
+
+
+async def readyz(request: Request) -> Response:
+    services = _services(request)
+    database = await run_in_threadpool(_check_database, services.engine)
+    broker = await run_in_threadpool(_check_broker, services.dispatcher)
+    checks = {
+        "database": "ok" if database else "unavailable",
+        "broker": "ok" if broker else "unavailable",
+    }
+    if database and broker:
+        return JSONResponse({"status": "ok", **checks})
+    down = " and ".join(name for name, value in checks.items() if value != "ok")
+    return JSONResponse({"error": f"{down} unavailable", **checks}, status_code=503)
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(openapi.document(_services(request).settings))
+
+
+def _by_method(**endpoints: Endpoint) -> Endpoint:
+    """One endpoint serving several methods, so that a 405 lists every allowed one."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return endpoint
+
+
+def _job_routes(path: str, **endpoints: Endpoint) -> list[Route]:
+    """The route and its `.json` twin, as the original's Rails routes had."""
+    endpoint = _by_method(**endpoints)
+    return [Route(p, endpoint, methods=list(endpoints)) for p in (path, f"{path}.json")]
+
+
+routes = [
+    *_job_routes("/jobs", GET=list_jobs, POST=create_job),
+    *_job_routes(
+        "/jobs/{job_id:int}", GET=show_job, PUT=edit_job, PATCH=edit_job, DELETE=delete_job
+    ),
+    Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
+    Route("/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
+    Route("/jobs/{job_id:int}/output", job_output, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi_document, methods=["GET"]),
+]

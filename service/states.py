@@ -1,0 +1,45 @@
+"""The job states, which are final, and which transitions between them are allowed.
+
+`service.jobs` is the only module that writes a state, and it checks every write against
+`ALLOWED_FROM`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class State(StrEnum):
+    SCHEDULED = "scheduled"  # waits for its run_at
+    QUEUED = "queued"  # waits for a worker
+    RUNNING = "running"  # an attempt runs now
+    RETRYING = "retrying"  # the last attempt failed; the next waits for its backoff
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+WAITING = frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING})
+NOT_STARTED = frozenset({State.SCHEDULED, State.QUEUED})
+
+#: target state -> the states it may be entered from
+ALLOWED_FROM: Mapping[State, frozenset[State]] = {
+    State.SCHEDULED: frozenset({State.SCHEDULED, State.QUEUED}),  # edit of run_at
+    State.QUEUED: frozenset(
+        {
+            State.SCHEDULED,  # run_at reached
+            State.QUEUED,  # edit
+            State.RETRYING,  # backoff over
+            State.RUNNING,  # handed back by a worker that shuts down
+            State.FAILED,  # retry by a client
+            State.CANCELLED,  # retry by a client
+        }
+    ),
+    State.RUNNING: frozenset({State.QUEUED}),
+    State.RETRYING: frozenset({State.RUNNING}),
+    State.SUCCEEDED: frozenset({State.RUNNING}),
+    State.FAILED: frozenset({State.RUNNING}),
+    State.CANCELLED: frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING, State.RUNNING}),
+}

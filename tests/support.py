@@ -1,0 +1,179 @@
+"""Helpers for tests that start real servers and workers: processes, ports, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+JOBRUNNER = str(Path(sys.executable).with_name("jobrunner"))
+FINAL = {"succeeded", "failed", "cancelled"}
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll until `predicate` returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Process:
+    """A role process (`jobrunner web`, `jobrunner worker`) in its own session, logged to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL to the whole group if it does not end in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group, if any
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+        return self.proc.returncode
+
+
+def start_web(env: dict[str, str], log_dir: Path, port: int | None = None) -> tuple[Process, str]:
+    port = port or free_port()
+    proc = Process([JOBRUNNER, "web"], dict(env, PORT=str(port)), log_dir / f"web-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"web exited with {proc.proc.returncode}:\n{proc.output()}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=20, what="the web server")
+    return proc, url
+
+
+def start_worker(
+    env: dict[str, str], log_dir: Path, name: str, wait_ready: bool = True, **settings: str
+) -> Process:
+    proc = Process([JOBRUNNER, "worker"], dict(env, **settings), log_dir / f"worker-{name}.log")
+    if wait_ready:
+
+        def ready() -> bool:
+            if proc.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.proc.returncode}:\n{proc.output()}")
+            return proc.output().count("worker process ready") >= int(
+                settings.get("WORKER_PROCESSES", env.get("WORKER_PROCESSES", "1"))
+            )
+
+        wait_for(ready, timeout=20, what=f"worker {name}")
+    return proc
+
+
+class Api:
+    """A thin client of the job API for tests."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+
+    def submit(self, **fields: Any) -> dict[str, Any]:
+        response = self.http.post("/jobs", json=fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        response = self.http.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def output(self, job_id: int) -> str:
+        response = self.http.get(f"/jobs/{job_id}/output")
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def wait(
+        self, job_id: int, states: Iterable[str] = FINAL, timeout: float = 20
+    ) -> dict[str, Any]:
+        wanted = set(states)
+        last: dict[str, Any] = {}
+
+        def reached() -> bool:
+            nonlocal last
+            last = self.job(job_id)
+            return last["state"] in wanted
+
+        try:
+            wait_for(reached, timeout=timeout, what=f"job {job_id} to be {sorted(wanted)}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {last}") from None
+        return last
+
+
+def processes_with(marker: str) -> list[str]:
+    """Command lines of live processes whose command line holds `marker` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline and ") Z " not in stat:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
