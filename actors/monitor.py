@@ -21,9 +21,9 @@ class Monitor:
 
     - heartbeat: stamps `heartbeat_at` of this process's running attempts (one query for all)
       and stops those that were cancelled, deleted or lost;
-    - cancel notices: stops a cancelled job at once, without waiting for the next heartbeat;
-    - queue discovery: when the worker serves every queue, starts consuming queues created
-      after it started.
+    - notices: stops a cancelled job at once, without waiting for the next heartbeat, and
+      (when the worker serves every queue) starts consuming a queue as soon as it is created;
+    - queue discovery: the same for queues whose notice was missed, at each heartbeat.
     """
 
     def __init__(self, ctx: WorkerContext, broker: dramatiq.Broker, serve_all_queues: bool):
@@ -38,7 +38,7 @@ class Monitor:
             self.discover_queues(from_database=True)
         for name, target in (
             ("jobrunner-heartbeat", self._heartbeat_loop),
-            ("jobrunner-cancels", self._cancel_loop),
+            ("jobrunner-notices", self._notice_loop),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -77,9 +77,13 @@ class Monitor:
             except Exception:
                 log.exception("heartbeat failed")
 
-    def _cancel_loop(self) -> None:
+    def _notice_loop(self) -> None:
         def on_cancel(job_id: int) -> None:
             if self.ctx.running.request_stop(job_id, "cancelled"):
                 log.info("stopping job", job_id=job_id, reason="cancelled")
 
-        self.ctx.dispatcher.listen_for_cancels(on_cancel, self.stop_event)
+        def on_queue(name: str) -> None:
+            if self.serve_all_queues and name not in self.broker.get_declared_queues():
+                self.broker.declare_queue(name)
+
+        self.ctx.dispatcher.listen(on_cancel, on_queue, self.stop_event)

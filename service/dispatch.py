@@ -26,6 +26,7 @@ ACTOR_NAME = "run_job"
 log = structlog.get_logger(__name__)
 
 CancelListener = Callable[[int], None]
+QueueListener = Callable[[str], None]
 
 
 def wake_message(queue: str) -> dramatiq.Message:
@@ -42,7 +43,7 @@ class Dispatcher:
         self.namespace = namespace
         self.redis: redis.Redis | None = broker.client if isinstance(broker, RedisBroker) else None
         self._registered: set[str] = set()
-        self._local_listeners: list[CancelListener] = []
+        self._local_listeners: list[tuple[CancelListener, QueueListener]] = []
         self._lock = threading.Lock()
 
     def key(self, name: str) -> str:
@@ -81,12 +82,15 @@ class Dispatcher:
     # --- queue names ------------------------------------------------------------------
 
     def _register(self, queue: str) -> None:
+        """Remember a queue name; announce it when it is new, so workers serve it at once."""
         if queue in self._registered:
             return
-        if self.redis is not None:
-            self.redis.sadd(self.key("queues"), queue)
+        if self.redis is not None and self.redis.sadd(self.key("queues"), queue):
+            self.redis.publish(self.key("new-queues"), queue)
         with self._lock:
             self._registered.add(queue)
+        for _, on_queue in list(self._local_listeners):
+            on_queue(queue)
 
     def known_queues(self) -> set[str]:
         if self.redis is not None:
@@ -101,32 +105,39 @@ class Dispatcher:
             try:
                 self.redis.publish(self.key("cancel"), str(job_id))
             except redis.RedisError as exc:
-                log.warning(
-                    "cancel notice not sent; the heartbeat carries it",
-                    job_id=job_id,
-                    error=str(exc),
-                )
+                log.warning("cancel notice not sent; the heartbeat carries it", job_id=job_id,
+                            error=str(exc))  # fmt: skip
             return
-        for listener in list(self._local_listeners):
-            listener(job_id)
+        for on_cancel, _ in list(self._local_listeners):
+            on_cancel(job_id)
 
-    def listen_for_cancels(self, listener: CancelListener, stop: threading.Event) -> None:
-        """Call `listener` with each job id announced, until `stop` is set (blocks)."""
+    def listen(
+        self, on_cancel: CancelListener, on_queue: QueueListener, stop: threading.Event
+    ) -> None:
+        """Call `on_cancel` with each job id announced, `on_queue` with each new queue name,
+        until `stop` is set (blocks; reconnects after a Redis outage)."""
         if self.redis is None:
-            self._local_listeners.append(listener)
+            listeners = (on_cancel, on_queue)
+            self._local_listeners.append(listeners)
             stop.wait()
-            self._local_listeners.remove(listener)
+            self._local_listeners.remove(listeners)
             return
+        cancel, new_queue = self.key("cancel"), self.key("new-queues")
         while not stop.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self.key("cancel"))
+                pubsub.subscribe(cancel, new_queue)
                 while not stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        listener(int(message["data"]))
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel, data = message["channel"].decode(), message["data"].decode()
+                    if channel == cancel:
+                        on_cancel(int(data))
+                    else:
+                        on_queue(data)
             except (redis.RedisError, ValueError) as exc:
-                log.warning("cancel notices interrupted; reconnecting", error=str(exc))
+                log.warning("notices interrupted; reconnecting", error=str(exc))
                 stop.wait(1.0)
             finally:
                 pubsub.close()

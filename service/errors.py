@@ -42,7 +42,7 @@ class BadRequest(ApiError):
 
 
 class NotFound(ApiError):
-    """No such job."""
+    """not found"""
 
     status_code = 404
 

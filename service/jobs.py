@@ -60,7 +60,7 @@ def _move(
 def _require(conn: Connection, job_id: int) -> Job:
     job = queries.get(conn, job_id)
     if job is None:
-        raise NotFound()
+        raise NotFound(f"no job {job_id}")
     return job
 
 
@@ -123,7 +123,9 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
             to = State(current.state) if current.state in NOT_STARTED else State.QUEUED
         if not _move(conn, job_id, to, NOT_STARTED, jobs.c.started_at.is_(None), **values):
             job = _require(conn, job_id)
-            raise Conflict(f"job {job_id} is {job.state} and has already started: it cannot change")
+            raise Conflict(
+                f"job {job_id} has started already ({job.state}): it can no longer change"
+            )
         return _require(conn, job_id)
 
 
@@ -188,7 +190,7 @@ def delete(engine: Engine, job_id: int) -> State:
             sa.select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()
         ).scalar()
         if state is None:
-            raise NotFound()
+            raise NotFound(f"no job {job_id}")
         conn.execute(jobs.delete().where(jobs.c.id == job_id))
         return State(state)
 

@@ -50,7 +50,7 @@ def _services(request: Request) -> Services:
 def _job_id(request: Request) -> int:
     job_id = request.path_params["job_id"]
     if job_id > MAX_ID:
-        raise NotFound()
+        raise NotFound(f"no job {job_id}")
     request.state.job_id = job_id
     return job_id
 
@@ -137,7 +137,7 @@ def _get(engine: Engine, job_id: int) -> Job:
     with transaction(engine) as conn:
         job = queries.get(conn, job_id)
     if job is None:
-        raise NotFound()
+        raise NotFound(f"no job {job_id}")
     return job
 
 
@@ -201,7 +201,7 @@ def _output(engine: Engine, job_id: int) -> queries.StoredOutput:
     with transaction(engine) as conn:
         stored = queries.output(conn, job_id)
     if stored is None:
-        raise NotFound()
+        raise NotFound(f"no job {job_id}")
     return stored
 
 
