@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dramatiq import Broker
@@ -20,6 +21,8 @@ from service.jobs import ClaimedJob
 class RunningAttempt:
     job: ClaimedJob
     stop_reason: str | None = None
+    #: when the database last confirmed that this attempt is still ours (monotonic clock)
+    confirmed_at: float = field(default_factory=time.monotonic)
 
 
 class RunningJobs:
@@ -40,6 +43,19 @@ class RunningJobs:
     def leases(self) -> dict[int, int]:
         with self._lock:
             return {job_id: a.job.lease for job_id, a in self._attempts.items()}
+
+    def confirm(self, job_ids: Iterable[int], at: float) -> None:
+        """The database accepted a heartbeat of these attempts at `at`."""
+        with self._lock:
+            for job_id in job_ids:
+                attempt = self._attempts.get(job_id)
+                if attempt is not None:
+                    attempt.confirmed_at = max(attempt.confirmed_at, at)
+
+    def unconfirmed_since(self, before: float) -> list[int]:
+        """The attempts the database has not confirmed since `before`."""
+        with self._lock:
+            return [job_id for job_id, a in self._attempts.items() if a.confirmed_at < before]
 
     def request_stop(self, job_id: int, reason: str) -> bool:
         """Ask the attempt of this job to stop; True if it runs here and was not asked before."""

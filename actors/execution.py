@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import structlog
 
@@ -15,11 +17,15 @@ from service.errors import DatabaseUnavailable
 from service.jobs import ClaimedJob, Outcome, OutputSnapshot
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 #: how often the output of a running command is written to the database
 OUTPUT_FLUSH_INTERVAL_S = 1.0
 #: how long to keep retrying the final write while the database is away
-RECORD_RETRY_MAX_S = 3600.0
+RECORD_RETRY_MAX_S = 24 * 3600.0
+
+#: stop reasons (see WorkerContext.stop_reason and the monitor)
+CANCELLED, SHUTDOWN, LOST, LOST_CONTACT = "cancelled", "shutdown", "lost", "lost contact"
 
 
 def job_environment(ctx: WorkerContext, job: ClaimedJob) -> dict[str, str]:
@@ -57,6 +63,8 @@ def outcome_of(result: runner.RunResult, job: ClaimedJob) -> Outcome:
     if result.ended == "timed_out":
         return Outcome(succeeded=False, error=f"timed out after {job.timeout}s")
     if result.ended == "stopped":
+        if result.stop_reason == LOST_CONTACT:
+            return Outcome(succeeded=False, error="worker lost contact with the database")
         return Outcome(succeeded=False, cancelled=True, error="cancelled")
     code = result.returncode
     assert code is not None
@@ -87,12 +95,12 @@ class _OutputFlusher:
             return  # the final write will carry it
         self.saved_version = version
         if not still_ours:
-            self.ctx.running.request_stop(self.job.id, "lost")
+            self.ctx.running.request_stop(self.job.id, LOST)
 
 
-def _retry_while_unavailable(ctx: WorkerContext, job: ClaimedJob, write, what: str):  # type: ignore[no-untyped-def]
+def _while_unavailable(job: ClaimedJob, what: str, write: Callable[[], T]) -> T:
     """Run a database write, retrying while the database is unavailable: an exit code that
-    could not be stored yet is kept until it can be."""
+    could not be stored yet is kept until it can be (heartbeats go on meanwhile)."""
     delay, give_up = 0.2, time.monotonic() + RECORD_RETRY_MAX_S
     while True:
         try:
@@ -106,64 +114,51 @@ def _retry_while_unavailable(ctx: WorkerContext, job: ClaimedJob, write, what: s
 
 
 def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
-    """Run one attempt of a job this worker has claimed, and record how it ended."""
+    """Run one attempt of a job this worker has claimed, and record how it ended.
+
+    The attempt stays registered (and heartbeated) until its end is recorded, so a result
+    waiting for the database to come back is not taken for a lost worker.
+    """
+    ctx.running.add(job)
+    try:
+        _execute(ctx, job)
+    finally:
+        ctx.running.remove(job.id)
+
+
+def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
     settings = ctx.settings
     initial = OutputSnapshot(job.output, job.output_offset) if job.attempt > 1 else None
     tail = OutputTail(settings.output_limit, initial)
     if job.attempt > 1:
         tail.write(f"\n--- jobrunner: attempt {job.attempt} ---\n".encode())
-    log.info("job started", job_id=job.id, queue=job.queue, attempt=job.attempt, state="running")
+    fields = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
+    log.info("job started", **fields, state="running", worker=ctx.name)
     started = time.monotonic()
-    ctx.running.add(job)
-    try:
-        result = runner.run(
-            command_spec(ctx, job),
-            tail,
-            should_stop=lambda: ctx.stop_reason(job.id),
-            kill_grace=settings.kill_grace,
-            on_tick=_OutputFlusher(ctx, job, tail),
-        )
-    finally:
-        ctx.running.remove(job.id)
+    result = runner.run(
+        command_spec(ctx, job),
+        tail,
+        should_stop=lambda: ctx.stop_reason(job.id),
+        kill_grace=settings.kill_grace,
+        on_tick=_OutputFlusher(ctx, job, tail),
+    )
     duration = round(time.monotonic() - started, 3)
-    output = tail.snapshot()
-    if result.ended == "stopped" and result.stop_reason == "shutdown":
-        handed_back = _retry_while_unavailable(
-            ctx, job, lambda: jobs.hand_back(ctx.engine, job), "hand back"
-        )
-        if handed_back:
-            ctx.dispatcher.notify(job.queue)
-        log.info(
-            "job handed back",
-            job_id=job.id,
-            queue=job.queue,
-            attempt=job.attempt,
-            state="queued",
-            duration=duration,
-        )
+    if result.ended == "stopped" and result.stop_reason == LOST:
+        log.warning("job attempt taken over; nothing recorded", **fields, duration=duration)
         return
-    if result.ended == "stopped" and result.stop_reason == "lost":
-        log.warning("job attempt lost to another", job_id=job.id, attempt=job.attempt)
+    if result.ended == "stopped" and result.stop_reason == SHUTDOWN:
+        if _while_unavailable(job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
+            ctx.dispatcher.notify(job.queue)
+        log.info("job handed back", **fields, state="queued", duration=duration)
         return
     outcome = outcome_of(result, job)
-    state = _retry_while_unavailable(
-        ctx,
-        job,
-        lambda: jobs.finish(
-            ctx.engine,
-            job,
-            outcome,
-            output,
-            backoff=settings.retry_backoff,
-            backoff_cap=settings.retry_backoff_max,
-        ),
-        "finish",
+    output = tail.snapshot()
+    state = _while_unavailable(
+        job, "finish", lambda: jobs.finish(ctx.engine, job, outcome, output, settings.retry_policy)
     )
     log.info(
         "job finished",
-        job_id=job.id,
-        queue=job.queue,
-        attempt=job.attempt,
+        **fields,
         state=state or "superseded",
         exit_code=outcome.exit_code,
         error=outcome.error,

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
 import dramatiq
 import redis
 import structlog
 
+from actors import reaper
 from actors.context import WorkerContext
+from actors.execution import LOST_CONTACT
 from service import jobs, queries
 from service.db import transaction
 from service.errors import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
+
+#: how often each worker process looks for orphaned commands on its host (at most; and at
+#: least 4 times per lease timeout, so an orphan dies before its job may run elsewhere)
+REAP_INTERVAL_S = 5.0
+#: a worker stops its commands itself when the database has not confirmed them for this
+#: share of the lease timeout: before the sweeper can give the attempt to another worker
+SELF_FENCE_SHARE = 0.75
 
 
 class Monitor:
@@ -23,7 +34,11 @@ class Monitor:
       and stops those that were cancelled, deleted or lost;
     - notices: stops a cancelled job at once, without waiting for the next heartbeat, and
       (when the worker serves every queue) starts consuming a queue as soon as it is created;
-    - queue discovery: the same for queues whose notice was missed, at each heartbeat.
+    - queue discovery: the same for queues whose notice was missed, at each heartbeat;
+    - self-fencing: a command whose heartbeats the database has not accepted for most of
+      the lease timeout (this worker is cut off from it) is stopped, before the sweeper may
+      give the job to another worker: never two runs at once;
+    - the orphan reaper: kills commands left behind by dead worker processes on this host.
     """
 
     def __init__(self, ctx: WorkerContext, broker: dramatiq.Broker, serve_all_queues: bool):
@@ -34,6 +49,7 @@ class Monitor:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self.reap_orphans()
         if self.serve_all_queues:
             self.discover_queues(from_database=True)
         for name, target in (
@@ -53,9 +69,35 @@ class Monitor:
         leases = self.ctx.running.leases()
         if not leases:
             return
-        for job_id, reason in jobs.heartbeat(self.ctx.engine, leases).items():
+        sent = time.monotonic()
+        try:
+            stops = jobs.heartbeat(self.ctx.engine, leases)
+        except DatabaseUnavailable:
+            self._fence_unconfirmed()
+            raise
+        self.ctx.running.confirm(leases, sent)
+        for job_id, reason in stops.items():
             if self.ctx.running.request_stop(job_id, reason):
                 log.info("stopping job", job_id=job_id, reason=reason)
+
+    def _fence_unconfirmed(self) -> None:
+        limit = self.ctx.settings.lease_timeout * SELF_FENCE_SHARE
+        for job_id in self.ctx.running.unconfirmed_since(time.monotonic() - limit):
+            if self.ctx.running.request_stop(job_id, LOST_CONTACT):
+                log.warning(
+                    "stopping job: the database has not seen it for too long",
+                    job_id=job_id,
+                    seconds=limit,
+                )
+
+    def reap_orphans(self) -> None:
+        for orphan in reaper.reap(socket.gethostname()):
+            log.warning(
+                "killed an orphaned command",
+                job_id=orphan.job_id,
+                pid=orphan.pid,
+                dead_worker=orphan.worker,
+            )
 
     def discover_queues(self, *, from_database: bool = False) -> None:
         names = self.ctx.dispatcher.known_queues()
@@ -67,9 +109,14 @@ class Monitor:
 
     def _heartbeat_loop(self) -> None:
         interval = self.ctx.settings.heartbeat_interval
+        reap_every = min(REAP_INTERVAL_S, self.ctx.settings.lease_timeout / 4)
+        next_reap = time.monotonic() + reap_every
         while not self.stop_event.wait(interval):
             try:
                 self.beat()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + reap_every
+                    self.reap_orphans()
                 if self.serve_all_queues:
                     self.discover_queues()
             except (DatabaseUnavailable, redis.RedisError) as exc:

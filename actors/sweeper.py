@@ -1,10 +1,17 @@
 """The sweeper: the database-driven part of scheduling, run by one worker process at a time.
 
-Each tick it queues the scheduled and retrying jobs whose time has come (and sends their
-messages), and tops up queues whose waiting jobs have no message (a message lost to a crash
-between commit and send, or to a broker outage). One process at a time holds the sweeper lock
-(a Redis key with a time to live, renewed every tick); any worker process can take over when
-the holder dies.
+Each tick it
+- queues the scheduled and retrying jobs whose time has come, and sends their messages;
+- ends the attempts whose worker stopped sending heartbeats (`worker lost`; retried if the
+  job allows it), but only once it has itself seen the database for a whole lease timeout:
+  after an outage, live workers get the time to send heartbeats again first;
+- tops up queues whose waiting jobs have no message (lost to a crash between commit and
+  send, or to a broker outage);
+- now and then deletes final jobs older than the retention, in small batches.
+
+It runs inside the worker role: one process at a time holds the sweeper lock (a Redis key
+with a time to live, renewed every tick), and any worker process takes over when the holder
+dies.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ STUCK_AFTER_S = 5.0
 #: how often the queue names in the database are read again
 QUEUE_REFRESH_S = 60.0
 TOP_UP_CAP = 1000
+#: how often old final jobs are purged, and how many batches at most per purge
+RETENTION_INTERVAL_S = 60.0
+RETENTION_BATCHES = 20
 
 
 class LeaderLock:
@@ -72,6 +82,9 @@ class Sweeper:
         self.thread: threading.Thread | None = None
         self._db_queues: set[str] = set()
         self._db_queues_read = float("-inf")
+        #: since when this process has held the lock and seen the database without a break
+        self.seen_database_since: float | None = None
+        self._next_purge = time.monotonic()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name="jobrunner-sweeper", daemon=True)
@@ -87,16 +100,50 @@ class Sweeper:
         while not self.stop_event.wait(self.ctx.settings.sweep_interval):
             try:
                 if self.lock.hold():
+                    if self.seen_database_since is None:
+                        self.seen_database_since = time.monotonic()
                     self.tick()
+                else:
+                    self.seen_database_since = None
             except (DatabaseUnavailable, redis.RedisError) as exc:
+                self.seen_database_since = None
                 log.warning("sweep failed", error=str(exc))
             except Exception:
+                self.seen_database_since = None
                 log.exception("sweep failed")
 
     def tick(self) -> None:
         for queue in jobs.promote_due(self.ctx.engine):
             self.ctx.dispatcher.notify(queue)
+        self.find_lost()
         self.top_up()
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + RETENTION_INTERVAL_S
+            self.purge()
+
+    def find_lost(self) -> None:
+        lease = self.ctx.settings.lease_timeout
+        if self.seen_database_since is None or time.monotonic() - self.seen_database_since < lease:
+            return
+        for lost in jobs.mark_lost(self.ctx.engine, lease, self.ctx.settings.retry_policy):
+            # a retrying one is queued by promote_due when its backoff is over
+            log.warning(
+                "worker lost",
+                job_id=lost.job_id,
+                queue=lost.queue,
+                worker=lost.worker,
+                state=lost.state,
+            )
+
+    def purge(self) -> None:
+        deleted = 0
+        for _ in range(RETENTION_BATCHES):
+            batch = jobs.purge_finished(self.ctx.engine, self.ctx.settings.retention)
+            deleted += batch
+            if batch == 0 or self.stop_event.wait(0.05):
+                break
+        if deleted:
+            log.info("purged old jobs", deleted=deleted, retention=self.ctx.settings.retention)
 
     def queues(self) -> set[str]:
         if time.monotonic() - self._db_queues_read > QUEUE_REFRESH_S:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.states import RetryPolicy
+
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -94,6 +96,10 @@ class Settings:
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(base=self.retry_backoff, cap=self.retry_backoff_max)
 
     @property
     def is_sqlite(self) -> bool:

@@ -13,6 +13,7 @@ ones) and cancel notices (a fast path; workers also see cancels in their heartbe
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import dramatiq
@@ -23,6 +24,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 ACTOR_NAME = "run_job"
+#: after a failed send, how long to skip the broker (the sweeper sends what was skipped)
+BROKER_BACKOFF_S = 2.0
 log = structlog.get_logger(__name__)
 
 CancelListener = Callable[[int], None]
@@ -45,6 +48,7 @@ class Dispatcher:
         self._registered: set[str] = set()
         self._local_listeners: list[tuple[CancelListener, QueueListener]] = []
         self._lock = threading.Lock()
+        self._skip_broker_until = 0.0
 
     def key(self, name: str) -> str:
         """A Redis key of ours: it holds two colons, which no Dramatiq queue key does."""
@@ -56,8 +60,11 @@ class Dispatcher:
         """Tell workers that `count` jobs may be ready in `queue`; False if the broker is down.
 
         A failure is logged and swallowed: the job is committed already, and the sweeper
-        sends its message once the broker is back.
+        sends its message once the broker is back. After a failure, sends are skipped for a
+        moment, so that requests do not each wait for a broker that is down.
         """
+        if time.monotonic() < self._skip_broker_until:
+            return False
         try:
             self._register(queue)
             if isinstance(self.broker, StubBroker):
@@ -65,6 +72,7 @@ class Dispatcher:
             for _ in range(count):
                 self.broker.enqueue(wake_message(queue))
         except (redis.RedisError, dramatiq.errors.BrokerError) as exc:
+            self._skip_broker_until = time.monotonic() + BROKER_BACKOFF_S
             log.warning(
                 "broker unavailable; the sweeper will send the message", queue=queue, error=str(exc)
             )
@@ -105,8 +113,11 @@ class Dispatcher:
             try:
                 self.redis.publish(self.key("cancel"), str(job_id))
             except redis.RedisError as exc:
-                log.warning("cancel notice not sent; the heartbeat carries it", job_id=job_id,
-                            error=str(exc))  # fmt: skip
+                log.warning(
+                    "cancel notice not sent; the heartbeat carries it",
+                    job_id=job_id,
+                    error=str(exc),
+                )
             return
         for on_cancel, _ in list(self._local_listeners):
             on_cancel(job_id)

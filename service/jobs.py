@@ -8,7 +8,6 @@ writes `state`. Reads live in `service.queries`.
 from __future__ import annotations
 
 import datetime as dt
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from service.db import jobs, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
 from service.schemas import JobSpec
-from service.states import ALLOWED_FROM, NOT_STARTED, WAITING, State
+from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolicy, State
 
 
 def _move_all(
@@ -352,10 +351,45 @@ class Outcome:
     error: str | None = None
 
 
-def retry_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff after failed attempt `attempt` (1-based), with ±20 % jitter."""
-    delay = min(cap, base * 2 ** (attempt - 1))
-    return delay * random.uniform(0.8, 1.2)
+#: the outcome the sweeper records for an attempt whose worker stopped sending heartbeats
+WORKER_LOST = Outcome(succeeded=False, error="worker lost")
+
+
+def _end_attempt(
+    conn: Connection,
+    job_id: int,
+    attempt: int,
+    max_retries: int,
+    fence: Sequence[sa.ColumnElement[bool]],
+    outcome: Outcome,
+    policy: RetryPolicy,
+    now: dt.datetime,
+    values: dict[str, Any],
+) -> State | None:
+    """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
+    while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed."""
+    values = dict(values, exit_code=outcome.exit_code, last_error=outcome.error, updated_at=now)
+    running = {State.RUNNING}
+    if outcome.succeeded:
+        moved = _move(conn, job_id, State.SUCCEEDED, running, *fence, finished_at=now, **values)
+        return State.SUCCEEDED if moved else None
+    retries_left = attempt <= max_retries
+    if not outcome.cancelled and retries_left:
+        run_at = now + dt.timedelta(seconds=policy.delay(attempt))
+        not_cancelled = jobs.c.cancel_requested_at.is_(None)
+        moved = _move(
+            conn, job_id, State.RETRYING, running, *fence, not_cancelled, run_at=run_at, **values
+        )
+        if moved:
+            return State.RETRYING
+    if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
+        values["last_error"] = "cancelled"
+        moved = _move(conn, job_id, State.CANCELLED, running, *fence, finished_at=now, **values)
+        return State.CANCELLED if moved else None
+    moved = _move(
+        conn, job_id, State.FAILED, running, *fence, finished_at=now, failed_at=now, **values
+    )
+    return State.FAILED if moved else None
 
 
 def finish(
@@ -363,57 +397,27 @@ def finish(
     job: ClaimedJob,
     outcome: Outcome,
     output: OutputSnapshot,
-    *,
-    backoff: float,
-    backoff_cap: float,
+    policy: RetryPolicy,
 ) -> State | None:
     """Record the end of an attempt; return the job's new state, None if it was not ours."""
+    values = {
+        "heartbeat_at": None,
+        "output": output.data,
+        "output_offset": output.offset,
+        "output_bytes": output.total,
+    }
     with transaction(engine) as conn:
-        now = utcnow()
-        common: dict[str, Any] = {
-            "exit_code": outcome.exit_code,
-            "last_error": outcome.error,
-            "heartbeat_at": None,
-            "output": output.data,
-            "output_offset": output.offset,
-            "output_bytes": output.total,
-            "updated_at": now,
-        }
-        fence = (*_fenced(job),)
-        running = {State.RUNNING}
-        if outcome.succeeded:
-            moved = _move(conn, job.id, State.SUCCEEDED, running, *fence, finished_at=now, **common)
-            return State.SUCCEEDED if moved else None
-        if not outcome.cancelled and job.attempt <= job.max_retries:
-            run_at = now + dt.timedelta(seconds=retry_delay(job.attempt, backoff, backoff_cap))
-            if _move(
-                conn,
-                job.id,
-                State.RETRYING,
-                running,
-                *fence,
-                jobs.c.cancel_requested_at.is_(None),
-                run_at=run_at,
-                **common,
-            ):
-                return State.RETRYING
-        if outcome.cancelled or job.attempt <= job.max_retries:
-            # cancelled by a client, possibly while the command failed on its own
-            if _move(
-                conn,
-                job.id,
-                State.CANCELLED,
-                running,
-                *fence,
-                finished_at=now,
-                **dict(common, last_error="cancelled"),
-            ):
-                return State.CANCELLED
-            return None
-        moved = _move(
-            conn, job.id, State.FAILED, running, *fence, finished_at=now, failed_at=now, **common
+        return _end_attempt(
+            conn,
+            job.id,
+            job.attempt,
+            job.max_retries,
+            _fenced(job),
+            outcome,
+            policy,
+            utcnow(),
+            values,
         )
-        return State.FAILED if moved else None
 
 
 def hand_back(engine: Engine, job: ClaimedJob) -> bool:
@@ -462,3 +466,67 @@ def promote_due(engine: Engine, limit: int = 500) -> list[str]:
             updated_at=now,
         )
         return [row.queue for row in due]
+
+
+@dataclass(frozen=True)
+class LostAttempt:
+    job_id: int
+    queue: str
+    worker: str | None
+    state: State
+
+
+def mark_lost(
+    engine: Engine, stale_after: float, policy: RetryPolicy, limit: int = 100
+) -> list[LostAttempt]:
+    """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds:
+    `worker lost`, then retried if the job's retries allow it, else failed."""
+    with transaction(engine) as conn:
+        now = utcnow()
+        stale_before = now - dt.timedelta(seconds=stale_after)
+        stale = conn.execute(
+            sa.select(
+                jobs.c.id,
+                jobs.c.queue,
+                jobs.c.lease,
+                jobs.c.attempts,
+                jobs.c.max_retries,
+                jobs.c.locked_by,
+            )
+            .where(jobs.c.state == State.RUNNING, jobs.c.heartbeat_at < stale_before)
+            .order_by(jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        lost = []
+        for row in stale:
+            fence = (jobs.c.lease == row.lease, jobs.c.heartbeat_at < stale_before)
+            values = {"heartbeat_at": None}
+            state = _end_attempt(
+                conn, row.id, row.attempts, row.max_retries, fence, WORKER_LOST, policy, now, values
+            )
+            if state is not None:
+                lost.append(LostAttempt(row.id, row.queue, row.locked_by, state))
+        return lost
+
+
+def purge_finished(engine: Engine, older_than: float, batch: int = 500) -> int:
+    """Delete one batch of final jobs (and their output) finished more than `older_than`
+    seconds ago; return how many. Short transactions: call it again until it returns 0."""
+    with transaction(engine) as conn:
+        cutoff = utcnow() - dt.timedelta(seconds=older_than)
+        ids = (
+            conn.execute(
+                sa.select(jobs.c.id)
+                .where(jobs.c.finished_at < cutoff, jobs.c.state.in_(sorted(FINAL)))
+                .order_by(jobs.c.finished_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return 0
+        conn.execute(jobs.delete().where(jobs.c.id.in_(ids), jobs.c.state.in_(sorted(FINAL))))
+        return len(ids)

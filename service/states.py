@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -43,3 +45,15 @@ ALLOWED_FROM: Mapping[State, frozenset[State]] = {
     State.FAILED: frozenset({State.RUNNING}),
     State.CANCELLED: frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING, State.RUNNING}),
 }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: `base` seconds after the first failed attempt, doubling, capped."""
+
+    base: float
+    cap: float
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt `attempt` (1-based), with ±20 % jitter."""
+        return min(self.cap, self.base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)

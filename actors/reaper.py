@@ -1,0 +1,78 @@
+"""Kill orphaned job commands: processes left behind by a worker process that died.
+
+A command runs in its own session, so it survives a worker killed with SIGKILL. Every job
+command carries `JOBRUNNER_WORKER=<host>:<pid>` in its environment; a process on this host
+whose worker pid no longer belongs to a live Dramatiq worker is an orphan, and its whole
+process group is killed. Every worker process runs this at start and every few seconds, well
+within the lease timeout after which the sweeper may run the job again elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+MARKER = b"JOBRUNNER_WORKER="
+
+
+@dataclass(frozen=True)
+class Orphan:
+    pid: int
+    pgid: int
+    job_id: str
+    worker: str
+
+
+def _environ(pid_dir: Path) -> dict[bytes, bytes]:
+    try:
+        raw = (pid_dir / "environ").read_bytes()
+    except OSError:  # gone, or not ours to read
+        return {}
+    if MARKER not in raw:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return dict(pairs)
+
+
+def is_live_worker(pid: int) -> bool:
+    """True if `pid` is a running Dramatiq worker process (not a zombie, not a reused pid)."""
+    try:
+        cmdline = (PROC / str(pid) / "cmdline").read_bytes()
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return b"dramatiq" in cmdline and ") Z " not in stat
+
+
+def find_orphans(hostname: str) -> list[Orphan]:
+    orphans = []
+    own_pid = os.getpid()
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == own_pid:
+            continue
+        env = _environ(entry)
+        worker = env.get(b"JOBRUNNER_WORKER", b"").decode(errors="replace")
+        host, _, worker_pid = worker.rpartition(":")
+        if host != hostname or not worker_pid.isdigit() or is_live_worker(int(worker_pid)):
+            continue
+        try:
+            pgid = os.getpgid(int(entry.name))
+        except ProcessLookupError:
+            continue
+        job_id = env.get(b"JOBRUNNER_JOB_ID", b"?").decode(errors="replace")
+        orphans.append(Orphan(int(entry.name), pgid, job_id, worker))
+    return orphans
+
+
+def reap(hostname: str) -> list[Orphan]:
+    """Kill the process group of every orphan on this host; return what was found."""
+    orphans = find_orphans(hostname)
+    for pgid in {orphan.pgid for orphan in orphans}:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return orphans
