@@ -11,18 +11,39 @@ import pytest
 from tests.support import Api
 
 JOB_FIELDS = {
-    "id", "command", "argv", "queue", "priority", "state", "attempts", "max_retries", "timeout",
-    "exit_code", "last_error", "run_at", "locked_at", "locked_by", "started_at", "finished_at",
-    "failed_at", "created_at", "updated_at",
-}  # fmt: skip
+    "id",
+    "command",
+    "argv",
+    "queue",
+    "priority",
+    "state",
+    "attempts",
+    "max_retries",
+    "timeout",
+    "exit_code",
+    "last_error",
+    "run_at",
+    "locked_at",
+    "locked_by",
+    "started_at",
+    "finished_at",
+    "failed_at",
+    "created_at",
+    "updated_at",
+}
 
 
 def test_create_with_the_originals_form_fields(api: Api) -> None:
     response = api.http.post(
         "/jobs",
-        data={"job[command]": "bin/hello_world.sh", "job[priority]": "3", "job[queue]": "alpha",
-              "utf8": "✓", "commit": "Create Job"},
-    )  # fmt: skip
+        data={
+            "job[command]": "bin/hello_world.sh",
+            "job[priority]": "3",
+            "job[queue]": "alpha",
+            "utf8": "✓",
+            "commit": "Create Job",
+        },
+    )
     assert response.status_code == 201
     job = response.json()
     assert response.headers["location"] == f"/jobs/{job['id']}"

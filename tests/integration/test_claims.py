@@ -11,10 +11,11 @@ from service import jobs
 from service.config import Settings
 from service.jobs import Outcome, OutputSnapshot
 from service.schemas import parse_create
-from service.states import State
+from service.states import RetryPolicy, State
 
 SETTINGS = Settings()
 NOTHING = OutputSnapshot(b"", 0)
+POLICY = RetryPolicy(base=1, cap=1)
 
 
 def create(engine: sa.Engine, **fields) -> int:  # type: ignore[no-untyped-def]
@@ -66,15 +67,13 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(engine: sa.Engine, clean_d
     second = jobs.claim_next(engine, "fence", "new-worker")
     assert second is not None and second.lease > first.lease
     # the old attempt comes back and tries to record its result
-    stale = jobs.finish(engine, first, Outcome(succeeded=True, exit_code=0), NOTHING,
-                        backoff=1, backoff_cap=1)  # fmt: skip
+    stale = jobs.finish(engine, first, Outcome(succeeded=True, exit_code=0), NOTHING, POLICY)
     assert stale is None
     assert not jobs.save_output(engine, first, OutputSnapshot(b"stale", 0))
     assert state_of(engine, job_id) == "running"
     assert jobs.heartbeat(engine, {job_id: first.lease}) == {job_id: "lost"}
     assert jobs.heartbeat(engine, {job_id: second.lease}) == {}
-    done = jobs.finish(engine, second, Outcome(succeeded=True, exit_code=0), NOTHING,
-                       backoff=1, backoff_cap=1)  # fmt: skip
+    done = jobs.finish(engine, second, Outcome(succeeded=True, exit_code=0), NOTHING, POLICY)
     assert done == State.SUCCEEDED
 
 
@@ -96,9 +95,7 @@ def test_a_cancel_requested_during_a_failure_is_not_retried(
     assert jobs.cancel(engine, job_id).cancel_requested_at is not None
     assert jobs.heartbeat(engine, {job_id: claimed.lease}) == {job_id: "cancelled"}
     failed = Outcome(succeeded=False, exit_code=1, error="exit status 1")
-    assert (
-        jobs.finish(engine, claimed, failed, NOTHING, backoff=1, backoff_cap=1) == State.CANCELLED
-    )
+    assert jobs.finish(engine, claimed, failed, NOTHING, POLICY) == State.CANCELLED
 
 
 def test_a_deleted_job_stops_its_attempt(engine: sa.Engine, clean_db: None) -> None:
@@ -108,7 +105,7 @@ def test_a_deleted_job_stops_its_attempt(engine: sa.Engine, clean_db: None) -> N
     assert jobs.delete(engine, job_id) == State.RUNNING
     assert jobs.heartbeat(engine, {job_id: claimed.lease}) == {job_id: "cancelled"}
     ok = Outcome(succeeded=True, exit_code=0)
-    assert jobs.finish(engine, claimed, ok, NOTHING, backoff=1, backoff_cap=1) is None
+    assert jobs.finish(engine, claimed, ok, NOTHING, POLICY) is None
 
 
 def test_promote_due_queues_scheduled_and_retrying_jobs(engine: sa.Engine, clean_db: None) -> None:
@@ -119,3 +116,60 @@ def test_promote_due_queues_scheduled_and_retrying_jobs(engine: sa.Engine, clean
         conn.execute(sa.text("UPDATE jobs SET state = 'scheduled' WHERE id = :id"), {"id": past})
     assert jobs.promote_due(engine) == ["p"]
     assert (state_of(engine, past), state_of(engine, future)) == ("queued", "scheduled")
+
+
+def _age(engine: sa.Engine, job_id: int, column: str, seconds: float) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE jobs SET {column} = {column} - INTERVAL :s SECOND WHERE id = :id"),
+            {"s": seconds, "id": job_id},
+        )
+
+
+def test_mark_lost_retries_fails_or_cancels_by_the_jobs_own_rules(
+    engine: sa.Engine, clean_db: None
+) -> None:
+    retry = create(engine, queue="lost", max_retries=1)
+    no_retry = create(engine, queue="lost", max_retries=0)
+    cancel = create(engine, queue="lost", max_retries=1)
+    fresh = create(engine, queue="lost")
+    claimed = {job.id: job for job in (jobs.claim_next(engine, "lost", "w") for _ in range(4))}
+    assert set(claimed) == {retry, no_retry, cancel, fresh}
+    jobs.cancel(engine, cancel)
+    for job_id in (retry, no_retry, cancel):
+        _age(engine, job_id, "heartbeat_at", 120)
+
+    lost = jobs.mark_lost(engine, stale_after=60, policy=POLICY)
+
+    assert {(item.job_id, item.state) for item in lost} == {
+        (retry, State.RETRYING),
+        (no_retry, State.FAILED),
+        (cancel, State.CANCELLED),
+    }
+    assert state_of(engine, fresh) == "running"  # its heartbeat is recent
+    with engine.begin() as conn:
+        errors = dict(conn.execute(sa.text("SELECT id, last_error FROM jobs")).all())
+    assert errors[retry] == errors[no_retry] == "worker lost"
+    # the lost attempt may come back: its writes no longer land
+    ok = Outcome(succeeded=True, exit_code=0)
+    assert jobs.finish(engine, claimed[retry], ok, NOTHING, POLICY) is None
+    assert jobs.heartbeat(engine, {retry: claimed[retry].lease}) == {retry: "lost"}
+
+
+def test_purge_deletes_old_final_jobs_in_batches(engine: sa.Engine, clean_db: None) -> None:
+    old = [create(engine, queue="old") for _ in range(7)]
+    for job_id in old:
+        jobs.cancel(engine, job_id)
+        _age(engine, job_id, "finished_at", 3600)
+    recent = create(engine, queue="old")
+    jobs.cancel(engine, recent)
+    waiting = create(engine, queue="old")
+
+    batches = []
+    while deleted := jobs.purge_finished(engine, older_than=60, batch=3):
+        batches.append(deleted)
+
+    assert batches == [3, 3, 1]
+    with engine.begin() as conn:
+        left = {row.id for row in conn.execute(sa.text("SELECT id FROM jobs"))}
+    assert left == {recent, waiting}

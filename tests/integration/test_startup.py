@@ -85,10 +85,16 @@ def test_release_creates_the_database_and_is_safe_twice_and_concurrently(
 
 def test_run_mode_picks_the_role(base_env: dict[str, str], log_dir: Path, clean_db: None) -> None:
     port = free_port()
-    web = Process([JOBRUNNER], dict(base_env, RUN_MODE="http_server", PORT=str(port)),
-                  log_dir / "run-mode-web.log")  # fmt: skip
-    worker = Process([JOBRUNNER], dict(base_env, RUN_MODE="delayed_job", WORKER_QUEUES="runmode"),
-                     log_dir / "run-mode-worker.log")  # fmt: skip
+    web = Process(
+        [JOBRUNNER],
+        dict(base_env, RUN_MODE="http_server", PORT=str(port)),
+        log_dir / "run-mode-web.log",
+    )
+    worker = Process(
+        [JOBRUNNER],
+        dict(base_env, RUN_MODE="delayed_job", WORKER_QUEUES="runmode"),
+        log_dir / "run-mode-worker.log",
+    )
     try:
         url = f"http://127.0.0.1:{port}"
 

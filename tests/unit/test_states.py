@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.jobs import retry_delay
-from service.states import ALLOWED_FROM, FINAL, WAITING, State
+from service.states import ALLOWED_FROM, FINAL, WAITING, RetryPolicy, State
 
 
 def test_every_state_is_reachable_and_final_states_only_leave_by_retry() -> None:
@@ -26,4 +25,4 @@ def test_only_a_waiting_job_can_be_claimed() -> None:
 )
 def test_backoff_doubles_with_jitter_up_to_the_cap(attempt: int, low: float, high: float) -> None:
     for _ in range(50):
-        assert low <= retry_delay(attempt, base=10, cap=100) <= high
+        assert low <= RetryPolicy(base=10, cap=100).delay(attempt) <= high

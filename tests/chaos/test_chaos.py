@@ -1,0 +1,209 @@
+"""Faults caused for real: workers killed and stopped mid-job, Redis and MariaDB restarted.
+
+Every scenario must end with lost = 0 and concurrent duplicate runs = 0; see conftest.py for
+the ledger. Timings are short (lease 3 s, heartbeat 0.3 s, sweep 0.2 s) so that each scenario
+proves its point in well under a minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.chaos.conftest import Ledger, Stack, draw_ledger, stamps_of
+from tests.chaos.servers import MariaDBServer, RedisServer
+from tests.support import processes_with, wait_for
+
+pytestmark = pytest.mark.chaos
+OUTAGE_S = 3.0
+
+
+def finished(stack: Stack) -> int:
+    return sum(1 for row in stack.rows() if row.state in ("succeeded", "failed", "cancelled"))
+
+
+def wait_finished(stack: Stack, count: int, timeout: float = 60) -> None:
+    wait_for(
+        lambda: finished(stack) >= count,
+        timeout=timeout,
+        interval=0.2,
+        what=f"{count} jobs to finish",
+    )
+
+
+def assert_clean(ledger: Ledger) -> None:
+    assert ledger.lost == 0, ledger.line()
+    assert ledger.duplicate_runs == 0, ledger.line()
+    assert processes_with("tick.sh") == [], "a job command outlived its job"
+
+
+def ticks(count: int, **extra: Any) -> Any:
+    return lambda i: {"command": f"bin/tick.sh {count}", **extra}
+
+
+def test_workers_killed_with_sigkill_mid_job(stack: Stack) -> None:
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    # every fourth job allows no retry: a lost attempt fails it with "worker lost"
+    feeder = stack.submit_many(
+        240, rate=40, fields=lambda i: {"command": "bin/tick.sh 4", "max_retries": i % 4 and 2}
+    )
+
+    wait_finished(stack, 30)
+    stack.workers["a"].kill_group()  # master and worker processes; commands live on, orphaned
+    stack.start_worker("a2")  # as a supervisor would; it reaps a's orphans at once
+    wait_finished(stack, 90)
+    stack.workers["b"].kill_group()  # not restarted: a2, on this host, reaps b's orphans
+    wait_finished(stack, 150)
+    stack.start_worker("b2")
+    feeder.join(timeout=60)
+    stack.wait_all_final(timeout=90)
+
+    ledger = draw_ledger("worker process groups SIGKILLed x2 mid-job", stack)
+    assert_clean(ledger)
+    assert ledger.submitted == 240
+    assert set(ledger.failed) <= {"worker lost"}, ledger.line()
+    assert ledger.succeeded + sum(ledger.failed.values()) == 240, ledger.line()
+    assert ledger.retried > 0, "the kills should have hit running jobs that may retry"
+
+
+def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    short = stack.submit_many(200, rate=40, fields=ticks(3))
+    long = stack.submit_many(12, rate=3, fields=ticks(30))  # outlives the 1 s grace
+
+    wait_finished(stack, 40)
+    stack.workers["a"].signal(signal.SIGTERM)
+    assert stack.workers["a"].proc.wait(timeout=30) == 0
+    stack.start_worker("a2")
+    wait_finished(stack, 100)
+    stack.workers["b"].signal(signal.SIGTERM)
+    assert stack.workers["b"].proc.wait(timeout=30) == 0
+    stack.start_worker("b2")
+    short.join(timeout=60)
+    long.join(timeout=60)
+    stack.wait_all_final(timeout=90)
+
+    ledger = draw_ledger("workers SIGTERMed x2 mid-job (grace 1 s)", stack)
+    assert_clean(ledger)
+    assert ledger.succeeded == ledger.submitted == 212, ledger.line()
+    # no retries allowed: a job handed back by a stopping worker did not use up an attempt
+    assert ledger.retried == 0
+    assert ledger.runs > ledger.submitted, "some long jobs should have been handed back"
+
+
+def test_redis_killed_and_restarted_empty(stack: Stack, redis_server: RedisServer) -> None:
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    feeder = stack.submit_many(300, rate=30, fields=ticks(2))
+
+    wait_finished(stack, 40)
+    redis_server.stop()  # every queued message and every ack set is gone with it
+    down_at = time.monotonic()
+    during = httpx.get(f"{stack.web_url}/readyz", timeout=10)
+    assert during.status_code == 503 and during.json()["broker"] == "unavailable"
+    before = len(stack.submitted)
+    wait_for(
+        lambda: len(stack.submitted) >= before + 30 * OUTAGE_S,
+        timeout=30,
+        what="submissions to go on while Redis is down",
+    )
+    redis_server.start()  # empty: no persistence
+    outage = time.monotonic() - down_at
+    feeder.join(timeout=60)
+    stack.wait_all_final(timeout=90)
+    assert httpx.get(f"{stack.web_url}/readyz", timeout=10).status_code == 200
+
+    ledger = draw_ledger(f"Redis killed for {outage:.1f} s, restarted empty", stack)
+    assert_clean(ledger)
+    assert ledger.refused == {}, "jobs are stored and answered 201 while Redis is down"
+    assert ledger.succeeded == ledger.submitted == 300, ledger.line()
+
+
+def test_mariadb_crashed_and_restarted(stack: Stack, mariadb: MariaDBServer) -> None:
+    # a lease longer than the outage: running commands go on, results are recorded later
+    stack.env["JOBRUNNER_LEASE_TIMEOUT"] = "15"
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    feeder = stack.submit_many(300, rate=30, fields=ticks(5))
+
+    wait_finished(stack, 40)
+    mariadb.stop(crash=True)
+    down_at, down_wall = time.monotonic(), time.time()
+    during = httpx.get(f"{stack.web_url}/readyz", timeout=10)
+    assert during.status_code == 503 and during.json()["database"] == "unavailable"
+    before = stack.statuses[503]
+    wait_for(
+        lambda: stack.statuses[503] >= before + 30 * OUTAGE_S,
+        timeout=30,
+        what="submissions refused with 503 while MariaDB is down",
+    )
+    mariadb.start()
+    outage, up_wall = time.monotonic() - down_at, time.time()
+    wait_for(
+        lambda: httpx.get(f"{stack.web_url}/readyz", timeout=10).status_code == 200,
+        timeout=30,
+        what="the web to recover by itself",
+    )
+    feeder.join(timeout=60)
+    stack.wait_all_final(timeout=90)
+
+    ledger = draw_ledger(f"MariaDB crashed (SIGKILL) for {outage:.1f} s, restarted", stack)
+    assert_clean(ledger)
+    assert set(ledger.refused) == {503}, ledger.line()
+    assert ledger.submitted + ledger.refused[503] == 300
+    assert ledger.succeeded == ledger.submitted, ledger.line()
+    # commands that ended while the database was away had their results recorded after
+    ended_during = [
+        job for job, when in stamps_of(stack.stamps, "end").items() if down_wall < when < up_wall
+    ]
+    assert ended_during, "some command should have ended during the outage"
+    rows = {row.id: row for row in stack.rows()}
+    recorded_after = dt.datetime.fromtimestamp(up_wall - 1, dt.UTC).replace(tzinfo=None)
+    for job in ended_during:
+        assert rows[job].state == "succeeded"
+        assert rows[job].finished_at >= recorded_after
+
+
+def test_database_outage_longer_than_the_lease(stack: Stack, mariadb: MariaDBServer) -> None:
+    # lease 2 s: a worker cut off from the database for 1.5 s stops its commands itself,
+    # before the sweeper may give their jobs to another worker
+    stack.env["JOBRUNNER_LEASE_TIMEOUT"] = "2"
+    stack.env["JOBRUNNER_HEARTBEAT_INTERVAL"] = "0.2"
+    stack.start_web()
+    stack.start_worker("a")
+    stack.start_worker("b")
+    ids = [stack.submit(command="bin/tick.sh 60", max_retries=1) for _ in range(8)]
+    wait_for(
+        lambda: sum(r.state == "running" for r in stack.rows()) == 8,
+        timeout=20,
+        what="8 long jobs running",
+    )
+    mariadb.stop(crash=True)
+    down_at = time.monotonic()
+    wait_for(
+        lambda: processes_with("tick.sh") == [],
+        timeout=15,
+        what="the workers to stop their commands",
+    )
+    fenced_after = time.monotonic() - down_at
+    mariadb.start()
+    stack.wait_all_final(timeout=90)
+
+    ledger = draw_ledger(
+        f"MariaDB down > lease (commands self-fenced {fenced_after:.1f} s into the outage)", stack
+    )
+    assert ids == stack.submitted
+    assert_clean(ledger)
+    assert ledger.succeeded == 8 and ledger.retried == 8, ledger.line()
+    assert ledger.runs == 16

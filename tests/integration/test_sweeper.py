@@ -1,0 +1,47 @@
+"""The sweeper against MariaDB: lost workers, but only after a whole lease of visibility."""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+
+from actors.context import WorkerContext
+from actors.sweeper import Sweeper
+from service import jobs
+from service.config import Settings
+from service.dispatch import Dispatcher
+from service.schemas import parse_create
+from tests.support import wait_for
+
+
+def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
+    engine: sa.Engine, database_url: str, clean_db: None
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        redis_url="stub:",
+        lease_timeout=0.6,
+        heartbeat_interval=0.1,
+        max_retries_limit=5,
+    )
+    broker = StubBroker()
+    ctx = WorkerContext(settings, engine, broker, Dispatcher(broker, "sweeper-test"))
+    jobs.create(engine, parse_create({"command": "true", "max_retries": 1}, settings))
+    assert jobs.claim_next(engine, "default", "gone-worker") is not None
+    with engine.begin() as conn:  # its worker stopped beating a minute ago
+        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 60 SECOND"))
+
+    sweeper = Sweeper(ctx)
+    sweeper.seen_database_since = time.monotonic()  # it just took over, or the database is back
+    sweeper.find_lost()
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT state FROM jobs")).scalar() == "running"
+
+    wait_for(lambda: time.monotonic() - sweeper.seen_database_since >= 0.6, timeout=2)
+    sweeper.find_lost()
+    with engine.begin() as conn:
+        state, error = conn.execute(sa.text("SELECT state, last_error FROM jobs")).one()
+    assert (state, error) == ("retrying", "worker lost")
+    broker.close()

@@ -1,0 +1,55 @@
+"""The orphan reaper, with real processes: it kills what a dead worker left, nothing else."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+from actors import reaper
+from tests.support import processes_with, wait_for
+
+
+def spawn(marker: str, worker: str) -> subprocess.Popen[bytes]:
+    env = {"PATH": os.environ["PATH"], "JOBRUNNER_WORKER": worker, "JOBRUNNER_JOB_ID": "42"}
+    return subprocess.Popen(
+        ["/bin/sh", "-c", f"{marker} & {marker}"], env=env, start_new_session=True
+    )
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_kills_the_group_of_a_command_whose_worker_is_dead() -> None:
+    marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
+    host = socket.gethostname()
+    orphan = spawn(marker, f"{host}:{dead_pid()}")
+    wait_for(lambda: len(processes_with(marker)) == 3, timeout=5, what="the command")
+    found = reaper.reap(host)
+    assert any(o.pgid == orphan.pid and o.job_id == "42" for o in found)
+    orphan.wait(timeout=5)
+    wait_for(lambda: processes_with(marker) == [], timeout=5, what="the grandchild to die")
+
+
+def test_leaves_commands_of_live_workers_and_of_other_hosts() -> None:
+    marker = f"sleep 7{uuid.uuid4().int % 1000:03d}"
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dramatiq"])
+    mine = spawn(marker, f"{host}:{live.pid}")
+    elsewhere = spawn(marker, f"another-host:{dead_pid()}")
+    try:
+        wait_for(lambda: len(processes_with(marker)) == 6, timeout=5, what="the commands")
+        found = reaper.reap(host)
+        assert all(o.pgid not in (mine.pid, elsewhere.pid) for o in found)
+        assert len(processes_with(marker)) == 6
+    finally:
+        for proc in (mine, elsewhere):
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        live.kill()
+        live.wait()
