@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,6 +16,7 @@ from actors.output import OutputTail
 from service import jobs
 from service.errors import DatabaseUnavailable
 from service.jobs import ClaimedJob, Outcome, OutputSnapshot
+from service.policy import CommandNotAllowed
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -50,7 +52,17 @@ def job_environment(ctx: WorkerContext, job: ClaimedJob) -> dict[str, str]:
 
 
 def command_spec(ctx: WorkerContext, job: ClaimedJob) -> runner.CommandSpec:
-    argv = list(job.argv) if job.argv else ["/bin/sh", "-c", job.command]
+    """The argv, folder and environment to run; CommandNotAllowed under a policy that refuses
+    it (a job stored before the policy was set, say). Under a policy a shell line, which can
+    only be a program and plain arguments, runs without a shell: no builtin, no expansion."""
+    policy = ctx.settings.command_policy
+    policy.check(job.command, job.argv, job.env)
+    if job.argv:
+        argv = list(job.argv)
+    elif policy.active:
+        argv = shlex.split(job.command)
+    else:
+        argv = ["/bin/sh", "-c", job.command]
     return runner.CommandSpec(
         argv=argv, cwd=ctx.settings.job_home, env=job_environment(ctx, job), timeout=job.timeout
     )
@@ -126,6 +138,18 @@ def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
         ctx.running.remove(job.id)
 
 
+def _run(
+    ctx: WorkerContext, job: ClaimedJob, spec: runner.CommandSpec, tail: OutputTail
+) -> runner.RunResult:
+    return runner.run(
+        spec,
+        tail,
+        should_stop=lambda: ctx.stop_reason(job.id),
+        kill_grace=ctx.settings.kill_grace,
+        on_tick=_OutputFlusher(ctx, job, tail),
+    )
+
+
 def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
     settings = ctx.settings
     initial = OutputSnapshot(job.output, job.output_offset) if job.attempt > 1 else None
@@ -135,13 +159,10 @@ def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
     fields = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
     log.info("job started", **fields, state="running", worker=ctx.name)
     started = time.monotonic()
-    result = runner.run(
-        command_spec(ctx, job),
-        tail,
-        should_stop=lambda: ctx.stop_reason(job.id),
-        kill_grace=settings.kill_grace,
-        on_tick=_OutputFlusher(ctx, job, tail),
-    )
+    try:
+        result = _run(ctx, job, command_spec(ctx, job), tail)
+    except CommandNotAllowed as exc:
+        result = runner.RunResult("failed_to_start", error=f"could not start: {exc.message}")
     duration = round(time.monotonic() - started, 3)
     if result.ended == "stopped" and result.stop_reason == LOST:
         log.warning("job attempt taken over; nothing recorded", **fields, duration=duration)

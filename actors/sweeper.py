@@ -113,7 +113,9 @@ class Sweeper:
                 log.exception("sweep failed")
 
     def tick(self) -> None:
-        for queue in jobs.promote_due(self.ctx.engine):
+        due = jobs.promote_due(self.ctx.engine)
+        for job_id, queue in due:
+            log.info("job due", job_id=job_id, queue=queue, state="queued")
             self.ctx.dispatcher.notify(queue)
         self.find_lost()
         self.top_up()

@@ -18,10 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.broker import make_broker
 from service import logs
+from service.auth import BearerAuth, TokenStore
 from service.config import Settings
 from service.db import create_engine
 from service.dispatch import Dispatcher
 from service.errors import JobRunnerError, ValidationFailed
+from service.preflight import check_auth
 from service.routes import Services, routes
 
 log = structlog.get_logger("service.http")
@@ -51,7 +53,8 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 class RequestLog:
-    """One structured line per request: method, path, status, duration, job id."""
+    """One structured line per request: method, path, status, duration, and the job it
+    concerns with the state it moved it to (the client-side job transitions)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -79,9 +82,14 @@ class RequestLog:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             }
-            if "job_id" in state:
-                fields["job_id"] = state["job_id"]
+            for name in ("job_id", "job_state"):  # a job it created or moved, and its state
+                if name in state:
+                    fields[name] = state[name]
             log.info("request", **fields)
+
+
+def _token_store(scope: Scope) -> TokenStore | None:
+    return scope["state"]["services"].tokens
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -98,12 +106,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         anyio.to_thread.current_default_thread_limiter().total_tokens = (
             WEB_POOL_SIZE + WEB_POOL_OVERFLOW
         )
+        if settings.auth_enabled:
+            check_auth(settings)  # raises when no token exists at all
+            tokens = TokenStore(engine, settings.api_tokens)
+        else:
+            tokens = None
+            log.warning(
+                "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
+                "can run commands"
+            )
         broker = make_broker(settings)
         services = Services(
             settings=settings,
             engine=engine,
             broker=broker,
             dispatcher=Dispatcher(broker, settings.redis_namespace),
+            tokens=tokens,
+            policy=settings.command_policy,
         )
         try:
             yield {"services": services}
@@ -114,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLog)],
+        middleware=[Middleware(RequestLog), Middleware(BearerAuth, store_of=_token_store)],
         exception_handlers={
             JobRunnerError: _job_runner_error,
             HTTPException: _http_error,

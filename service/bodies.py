@@ -1,7 +1,8 @@
 """Request bodies: read within the size limit, then decode JSON or a (Rails-style) form.
 
 Accepted: `{"job": {...}}` or the bare object as JSON; `job[field]=value` form fields
-(`job[argv][]=...`, `job[env][NAME]=...`), or bare `field=value` ones.
+(`job[argv][]=...`, `job[env][NAME]=...`). Form fields outside `job[...]` are ignored, as
+Rails' strong parameters did (`utf8`, `authenticity_token`, `commit`, ...).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from typing import Any
 from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from service.schemas import coerce_form_fields
+from service.schemas import coerce_form_fields, coerce_json_fields
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_FORM_FIELDS = 200
 _JOB_KEY = re.compile(r"^job\[([A-Za-z_]+)\](?:\[([A-Za-z0-9_]*)\])?$")
-#: fields a Rails form sends besides job[...]; ignored when the fields are not wrapped
-_RAILS_NOISE = frozenset({"utf8", "authenticity_token", "commit", "_method", "button"})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -71,30 +70,30 @@ def _json_fields(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("job"), dict):
-        data = data["job"]  # the original's {"job": {...}}; its siblings are ignored, as Rails did
+    if isinstance(data, dict) and isinstance(
+        data.get("job"), dict
+    ):  # the original's {"job": {...}}
+        siblings = sorted(key for key in data if key != "job")
+        if siblings:
+            raise ValidationFailed(
+                {key[:64]: ["is not a known field (the fields go inside job)"] for key in siblings}
+            )
+        data = data["job"]
     if not isinstance(data, dict):
         raise ValidationFailed({"job": ["must be a JSON object"]})
-    return data
+    return coerce_json_fields(data)
 
 
 async def _form_fields(request: Request) -> dict[str, Any]:
     form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-    items = form.multi_items()
-    wrapped = any(key.startswith("job[") for key, _ in items)
     fields: dict[str, Any] = {}
-    for key, value in items:
-        if wrapped:
-            match = _JOB_KEY.match(key)
-            if match is None:
-                if key.startswith("job["):
-                    raise ValidationFailed({key[:64]: ["is not a known field"]})
-                continue
-            name, sub = match.group(1), match.group(2)
-        else:
-            if key in _RAILS_NOISE:
-                continue
-            name, sub = key, None
+    for key, value in form.multi_items():
+        if not key.startswith("job["):
+            continue
+        match = _JOB_KEY.fullmatch(key)
+        if match is None:
+            raise ValidationFailed({key[:64]: ["is not a known field"]})
+        name, sub = match.group(1), match.group(2)
         if sub is None:
             fields[name] = value
         elif sub == "":

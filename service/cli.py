@@ -12,12 +12,23 @@ import os
 import sys
 
 import click
+import sqlalchemy as sa
 import uvicorn
 
 from service import logs
+from service.auth import create_token, list_tokens, revoke_token
 from service.config import ConfigError, Settings
+from service.db import create_engine
+from service.errors import JobRunnerError
 from service.migrate import apply_migrations
-from service.preflight import StartupError, check_broker, check_database, wait_until_ready
+from service.preflight import (
+    Check,
+    StartupError,
+    check_auth,
+    check_broker,
+    check_database,
+    wait_until_ready,
+)
 
 RUN_MODES = {
     "web": "web",
@@ -36,9 +47,9 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _ready(settings: Settings) -> None:
+def _ready(settings: Settings, checks: list[Check]) -> None:
     try:
-        wait_until_ready(settings, [check_database, check_broker])
+        wait_until_ready(settings, checks)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -79,7 +90,7 @@ def web() -> None:
     """Serve the HTTP API (uvicorn; WEB_CONCURRENCY processes on HOST:PORT)."""
     settings = _settings()
     logs.configure(settings, process="web")
-    _ready(settings)
+    _ready(settings, [check_database, check_broker, check_auth])
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -99,7 +110,7 @@ def worker() -> None:
     """Run the Dramatiq workers (WORKER_PROCESSES x WORKER_THREADS jobs at once)."""
     settings = _settings()
     logs.configure(settings, process="worker")
-    _ready(settings)
+    _ready(settings, [check_database, check_broker])
     shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
     argv = [
         sys.executable,
@@ -122,6 +133,61 @@ def worker() -> None:
     env.setdefault("dramatiq_worker_timeout", "100")
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)
+
+
+@main.group()
+def token() -> None:
+    """Manage the API tokens kept in the database (as SHA-256 digests only)."""
+
+
+def _engine() -> sa.Engine:
+    settings = _settings()
+    try:
+        check_database(settings)
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+    return create_engine(settings.database_url, pool_size=1, max_overflow=0)
+
+
+@token.command("create")
+@click.argument("name")
+def token_create(name: str) -> None:
+    """Create a token named NAME and print it: the only time it is shown."""
+    engine = _engine()
+    try:
+        value = create_token(engine, name)
+    except (ValueError, JobRunnerError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(value)
+    click.echo(f"token {name!r} created; it is not shown again", err=True)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List the tokens' names and creation times (never the tokens)."""
+    engine = _engine()
+    try:
+        tokens = list_tokens(engine)
+    finally:
+        engine.dispose()
+    for info in tokens:
+        click.echo(f"{info.name}\t{info.created_at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Delete the token named NAME: it stops working within seconds."""
+    engine = _engine()
+    try:
+        revoke_token(engine, name)
+    except JobRunnerError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"token {name!r} revoked", err=True)
 
 
 COMMANDS = {"web": web, "worker": worker, "migrate": migrate}

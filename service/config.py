@@ -11,8 +11,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from service.policy import CommandPolicy
 from service.states import RetryPolicy
 
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
@@ -58,8 +60,8 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 class Settings:
     """Every knob of the service, with the defaults a fresh install runs with."""
 
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str = DEFAULT_REDIS_URL
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     #: prefix of every Redis key this service writes (Dramatiq queues included)
     redis_namespace: str = "jobrunner"
     job_home: Path = field(default_factory=Path.cwd)
@@ -93,6 +95,15 @@ class Settings:
     job_path: str = "/usr/local/bin:/usr/bin:/bin"
     #: names of worker environment variables passed on to job commands
     pass_env: tuple[str, ...] = ()
+    #: tokens accepted besides those in the database (never shown: repr=False)
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: False only when JOBRUNNER_AUTH=off: every endpoint open, loudly logged
+    auth_enabled: bool = True
+    #: patterns of the programs a job may run; empty means any program
+    allowed_commands: tuple[str, ...] = ()
+    #: patterns of the env names a job may set when a command policy is on; empty means any
+    #: name that is not on the deny-list (see service.policy)
+    allowed_env: tuple[str, ...] = ()
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
@@ -100,6 +111,10 @@ class Settings:
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(base=self.retry_backoff, cap=self.retry_backoff_max)
+
+    @cached_property
+    def command_policy(self) -> CommandPolicy:
+        return CommandPolicy.from_patterns(self.allowed_commands, self.allowed_env)
 
     @property
     def is_sqlite(self) -> bool:
@@ -116,11 +131,14 @@ class Settings:
         job_home = Path(env.get("JOB_HOME") or Path.cwd()).expanduser().resolve()
         queues = _list(env, "WORKER_QUEUES")
         for queue in queues:
-            if not QUEUE_NAME_PATTERN.match(queue):
+            if not QUEUE_NAME_PATTERN.fullmatch(queue):
                 raise ConfigError(f"WORKER_QUEUES holds an invalid queue name: {queue!r}")
         log_format = env.get("JOBRUNNER_LOG_FORMAT", "console").strip() or "console"
         if log_format not in ("console", "json"):
             raise ConfigError(f"JOBRUNNER_LOG_FORMAT must be console or json, got {log_format!r}")
+        auth = (env.get("JOBRUNNER_AUTH", "").strip() or "on").lower()
+        if auth not in ("on", "off"):
+            raise ConfigError(f"JOBRUNNER_AUTH must be on or off, got {auth!r}")
         settings = cls(
             database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
@@ -147,6 +165,10 @@ class Settings:
             retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0, minimum=1.0),
             job_path=env.get("JOBRUNNER_JOB_PATH", "").strip() or "/usr/local/bin:/usr/bin:/bin",
             pass_env=_list(env, "JOBRUNNER_PASS_ENV"),
+            api_tokens=_list(env, "JOBRUNNER_API_TOKENS"),
+            auth_enabled=auth == "on",
+            allowed_commands=_list(env, "JOBRUNNER_ALLOWED_COMMANDS"),
+            allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),

@@ -58,6 +58,15 @@ jobs = sa.Table(
     sa.Column("output_bytes", sa.BigInteger, nullable=False),
 )
 
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
 
 def utcnow() -> dt.datetime:
     """The current time as the naive UTC datetime the database stores."""

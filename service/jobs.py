@@ -443,8 +443,8 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
 # --- the sweeper --------------------------------------------------------------------------
 
 
-def promote_due(engine: Engine, limit: int = 500) -> list[str]:
-    """Queue the scheduled and retrying jobs whose run_at has come; return their queues."""
+def promote_due(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
+    """Queue the scheduled and retrying jobs whose run_at has come; return (id, queue) of each."""
     with transaction(engine) as conn:
         now = utcnow()
         due = conn.execute(
@@ -465,7 +465,7 @@ def promote_due(engine: Engine, limit: int = 500) -> list[str]:
             {State.SCHEDULED, State.RETRYING},
             updated_at=now,
         )
-        return [row.queue for row in due]
+        return [(row.id, row.queue) for row in due]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from service.config import Settings
-from service.schemas import ENV_NAME_PATTERN, MAX_ARGV_ITEMS, MAX_ENV_VARS, JobFields
+from service.schemas import INT32_MAX, INT32_MIN, MAX_ARGV_ITEMS, MAX_ENV_VARS
 from service.states import State
 
 TIME = {"type": "string", "format": "date-time"}
@@ -105,94 +105,170 @@ ERRORS = {
     "503": _error("Database or broker unavailable"),
 }
 INVALID = {"description": "Invalid fields", "content": _json(_ref("ValidationErrors"))}
+UNAUTHORIZED = {
+    "description": "Missing or wrong token",
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    "content": _json(_ref("Error")),
+}
+MAX_ID = 2**63 - 1
+
+
+#: ECMA-262 patterns that mirror the validation in service.schemas
+NUL_FREE = "^[^\\u0000]*$"
+NON_BLANK = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$"
+QUEUE = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+#: a run_at year from 1001 to 9998, so that any offset keeps it within a MySQL DATETIME
+RUN_AT_YEAR = (
+    "^(1(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})|[2-8][0-9]{3}|9([0-8][0-9]{2}|9[0-8][0-9]|99[0-8]))-"
+)
+
+
+def _nullable(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    wrapped: dict[str, Any] = {"anyOf": [schema, {"type": "null"}]}
+    if description:
+        wrapped["description"] = description
+    return wrapped
+
+
+def _field_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """One schema per job field, as service.schemas validates it (null means: not given)."""
+    text = {"type": "string", "pattern": NUL_FREE}
+    return {
+        "command": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": settings.max_command_length,
+            "pattern": NON_BLANK,
+            "description": "A shell command line, run by /bin/sh -c in JOB_HOME",
+        },
+        "argv": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_ARGV_ITEMS,
+            "prefixItems": [{"type": "string", "pattern": NON_BLANK}],
+            "items": text,
+            "description": "A program and its arguments, run with no shell",
+        },
+        "queue": {"type": "string", "pattern": QUEUE, "description": "Default: default"},
+        "priority": {
+            "type": "integer",
+            "minimum": INT32_MIN,
+            "maximum": INT32_MAX,
+            "description": "Lower runs first",
+        },
+        "timeout": {"type": "integer", "minimum": 1, "maximum": settings.max_timeout},
+        "max_retries": {"type": "integer", "minimum": 0, "maximum": settings.max_retries_limit},
+        "run_at": {"type": "string", "format": "date-time", "pattern": RUN_AT_YEAR},
+        "env": {
+            "type": "object",
+            "maxProperties": MAX_ENV_VARS,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": text,
+            "description": "Added to the command's environment; never shown again",
+        },
+    }
 
 
 def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
-    schema = JobFields.model_json_schema()
-    props = schema["properties"]
-    text = {"type": "string", "minLength": 1, "maxLength": settings.max_command_length}
-    props["command"] = {"anyOf": [text, {"type": "null"}], **_described(props["command"])}
-    props["argv"] = {
-        "anyOf": [
-            {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": MAX_ARGV_ITEMS,
-            },
-            {"type": "null"},
-        ],
-        **_described(props["argv"]),
-    }
-    props["queue"] = {
-        "anyOf": [
-            {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"},
-            {"type": "null"},
-        ]
-    }
-    props["timeout"]["anyOf"][0]["maximum"] = settings.max_timeout
-    props["max_retries"]["anyOf"][0]["maximum"] = settings.max_retries_limit
-    props["run_at"] = {"anyOf": [TIME, {"type": "null"}], **_described(props["run_at"])}
+    fields = _field_schemas(settings)
     if edit:
-        del props["env"]
+        del fields["env"]
+    properties = {name: _nullable(schema) for name, schema in fields.items()}
+    null = {"type": "null"}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if edit:
+        # an explicit null command is a blank command; command and argv not both
+        properties["command"] = fields["command"]
+        schema["minProperties"] = 1
+        schema["anyOf"] = [{"properties": {"argv": null}}, {"properties": {"command": False}}]
     else:
-        props["env"] = {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "maxProperties": MAX_ENV_VARS,
-                    "propertyNames": {"pattern": ENV_NAME_PATTERN.pattern},
-                    "additionalProperties": {"type": "string"},
-                },
-                {"type": "null"},
-            ],
-            **_described(props["env"]),
-        }
-    schema.pop("title", None)
-    schema["additionalProperties"] = False
+        # exactly one of command and argv
+        schema["anyOf"] = [
+            {"required": ["command"], "properties": {"command": {"type": "string"}, "argv": null}},
+            {"required": ["argv"], "properties": {"argv": {"type": "array"}, "command": null}},
+        ]
     return schema
 
 
-def _described(prop: dict[str, Any]) -> dict[str, Any]:
-    return {"description": prop["description"]} if "description" in prop else {}
+def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
+    """The original's form fields (`job[command]=...`); argv and env go as JSON."""
+    fields = _field_schemas(settings)
+    names = ("command", "queue", "priority", "timeout", "max_retries", "run_at")
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {f"job[{name}]": fields[name] for name in names},
+        # fields outside job[...] are ignored, as Rails did; an unknown job[...] field is not
+        "patternProperties": {"^(?!job\\[)": {}},
+        "additionalProperties": False,
+    }
+    if edit:
+        schema["anyOf"] = [{"required": [f"job[{name}]"]} for name in names]
+    else:
+        schema["required"] = ["job[command]"]
+    return schema
 
 
-def _request_body(name: str) -> dict[str, Any]:
+def _request_body(name: str, settings: Settings) -> dict[str, Any]:
+    edit = name == "JobEdit"
     return {
+        "description": (
+            'The fields as a JSON object; the original\'s wrapped form `{"job": {...}}` is '
+            "accepted too, or form fields `job[field]=value`"
+        ),
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        _ref(name),
-                        {
-                            "type": "object",
-                            "required": ["job"],
-                            "properties": {"job": _ref(name)},
-                        },
-                    ]
-                }
-            },
-            "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "job[command]": {"type": "string"},
-                        "job[queue]": {"type": "string"},
-                        "job[priority]": {"type": "integer"},
-                        "job[timeout]": {"type": "integer"},
-                        "job[max_retries]": {"type": "integer"},
-                        "job[run_at]": TIME,
-                    },
-                }
-            },
+            "application/json": {"schema": _ref(name)},
+            "application/x-www-form-urlencoded": {"schema": _form_schema(settings, edit=edit)},
         },
     }
+
+
+def _operation(
+    operation_id: str, summary: str, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """An operation that needs a token: 401 is one of its answers."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {**responses, "401": UNAUTHORIZED},
+        **extra,
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "schema": schema}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetJob", "showJob"),
+        ("GetOutput", "jobOutput"),
+        ("CancelJob", "cancelJob"),
+        ("RetryJob", "retryJob"),
+        ("EditJob", "editJob"),
+        ("DeleteJob", "deleteJob"),
+    )
+}
 
 
 @cache
 def document(settings: Settings) -> dict[str, Any]:
     job = {"description": "The job", "content": _json(_ref("Job"))}
+    created = {
+        "description": "Created",
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
+        "content": _json(_ref("Job")),
+        "links": JOB_LINKS,
+    }
+    edit = _edit_operation(settings)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -200,145 +276,174 @@ def document(settings: Settings) -> dict[str, Any]:
             "version": "1",
             "description": "Run a command asynchronously because an HTTP request asked for it.",
         },
+        "security": [{"bearer": []}],
         "paths": {
             "/jobs": {
-                "get": {
-                    "summary": "List jobs, by id",
-                    "parameters": [
-                        {
-                            "name": "state",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": [s.value for s in State]},
-                        },
-                        {"name": "queue", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        },
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
-                        },
-                        {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
-                    ],
-                    "responses": {
+                "get": _operation(
+                    "listJobs",
+                    "List jobs, by id",
+                    {
                         "200": {
                             "description": "A page of jobs; a Link header points to the next",
+                            "headers": {"Link": {"schema": {"type": "string"}}},
                             "content": _json({"type": "array", "items": _ref("Job")}),
                         },
                         "422": INVALID,
                         "503": ERRORS["503"],
                     },
-                },
-                "post": {
-                    "summary": "Create a job",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-                        }
+                    parameters=[
+                        _query("state", {"type": "string", "enum": [s.value for s in State]}),
+                        _query("queue", {"type": "string", "pattern": QUEUE}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                        _query(
+                            "after",
+                            {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                            "Only jobs with a larger id (smaller with order=desc)",
+                        ),
+                        _query("order", {"type": "string", "enum": ["asc", "desc"]}),
                     ],
-                    "requestBody": _request_body("JobInput"),
-                    "responses": {
-                        "201": job,
+                ),
+                "post": _operation(
+                    "createJob",
+                    "Create a job",
+                    {
+                        "201": created,
                         "200": {
                             "description": "The job created earlier with this Idempotency-Key",
                             "content": _json(_ref("Job")),
                         },
+                        "403": _error("Not allowed by the command policy"),
                         "422": INVALID,
                         **{k: v for k, v in ERRORS.items() if k != "404"},
                     },
-                },
+                    parameters=[
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                        }
+                    ],
+                    requestBody=_request_body("JobInput", settings),
+                ),
             },
             "/jobs/{job_id}": {
                 "parameters": [JOB_ID],
-                "get": {"summary": "One job", "responses": {"200": job, "404": ERRORS["404"]}},
-                "put": _edit_operation(),
-                "patch": _edit_operation(),
-                "delete": {
-                    "summary": "Cancel the job if it runs, then delete it and its output",
-                    "responses": {"204": {"description": "Deleted"}, "404": ERRORS["404"]},
-                },
+                "get": _operation(
+                    "showJob", "One job", {"200": job, "404": ERRORS["404"], "503": ERRORS["503"]}
+                ),
+                "put": edit,
+                "patch": {**edit, "operationId": "patchJob"},
+                "delete": _operation(
+                    "deleteJob",
+                    "Cancel the job if it runs, then delete it and its output",
+                    {
+                        "204": {"description": "Deleted"},
+                        "404": ERRORS["404"],
+                        "503": ERRORS["503"],
+                    },
+                ),
             },
             "/jobs/{job_id}/cancel": {
                 "parameters": [JOB_ID],
-                "post": {
-                    "summary": "Stop the job",
-                    "responses": {
+                "post": _operation(
+                    "cancelJob",
+                    "Stop the job",
+                    {
                         "202": job,
                         "404": ERRORS["404"],
                         "409": _error("The job is final already"),
+                        "503": ERRORS["503"],
                     },
-                },
+                ),
             },
             "/jobs/{job_id}/retry": {
                 "parameters": [JOB_ID],
-                "post": {
-                    "summary": "Queue a failed or cancelled job again",
-                    "responses": {
+                "post": _operation(
+                    "retryJob",
+                    "Queue a failed or cancelled job again",
+                    {
                         "202": job,
                         "404": ERRORS["404"],
                         "409": _error("The job is not failed nor cancelled"),
+                        "503": ERRORS["503"],
                     },
-                },
+                ),
             },
             "/jobs/{job_id}/output": {
                 "parameters": [JOB_ID],
-                "get": {
-                    "summary": "The job's output (stdout and stderr, interleaved)",
-                    "parameters": [
-                        {
-                            "name": "offset",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
-                        }
-                    ],
-                    "responses": {
+                "get": _operation(
+                    "jobOutput",
+                    "The job's output (stdout and stderr, interleaved)",
+                    {
                         "200": {
-                            "description": "The kept output, from X-Output-Offset",
+                            "description": "The kept output, from byte X-Output-Offset",
+                            "headers": {
+                                name: {"schema": {"type": "string"}}
+                                for name in (
+                                    "X-Output-Offset",
+                                    "X-Output-Bytes",
+                                    "X-Output-Truncated",
+                                    "X-Job-State",
+                                )
+                            },
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         "404": ERRORS["404"],
                         "422": INVALID,
+                        "503": ERRORS["503"],
                     },
-                },
+                    parameters=[
+                        _query(
+                            "offset",
+                            {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                            "Skip the bytes before this offset",
+                        )
+                    ],
+                ),
             },
             "/healthz": {
-                "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": {"description": "Alive"}},
+                }
             },
             "/readyz": {
                 "get": {
+                    "operationId": "readyz",
                     "summary": "Readiness: the database and the broker answer",
+                    "security": [],
                     "responses": {"200": {"description": "Ready"}, "503": ERRORS["503"]},
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
+                "get": _operation("openapi", "This document", {"200": {"description": "OK"}})
             },
         },
         "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Job": JOB_SCHEMA,
                 "JobInput": _input_schema(settings, edit=False),
                 "JobEdit": _input_schema(settings, edit=True),
                 "Error": ERROR_SCHEMA,
                 "ValidationErrors": VALIDATION_SCHEMA,
-            }
+            },
         },
     }
 
 
-def _edit_operation() -> dict[str, Any]:
-    return {
-        "summary": "Change a job that has not started yet",
-        "requestBody": _request_body("JobEdit"),
-        "responses": {
+def _edit_operation(settings: Settings) -> dict[str, Any]:
+    return _operation(
+        "editJob",
+        "Change a job that has not started yet",
+        {
             "204": {"description": "Changed"},
+            "403": _error("Not allowed by the command policy"),
             "409": _error("The job has started already"),
             "422": INVALID,
             **ERRORS,
         },
-    }
+        requestBody=_request_body("JobEdit", settings),
+    )

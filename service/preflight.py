@@ -10,12 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from actors.broker import make_redis_client
+from service.auth import has_any_token
 from service.config import Settings
+from service.errors import DatabaseUnavailable
 from service.migrate import pending_migrations
 
 
 class StartupError(RuntimeError):
     """The service cannot start; the message says why, in one line."""
+
+
+Check = Callable[[Settings], None]
 
 
 def _safe_url(url: str) -> str:
@@ -77,7 +82,27 @@ def check_broker(settings: Settings) -> None:
         raise StartupError(f"cannot reach Redis at {where}: {_first_line(exc)}") from None
 
 
-def wait_until_ready(settings: Settings, checks: list[Callable[[Settings], None]]) -> None:
+NO_TOKEN = (
+    "no API token is configured: set JOBRUNNER_API_TOKENS, create one with "
+    "`jobrunner token create NAME`, or set JOBRUNNER_AUTH=off to serve without authentication"
+)
+
+
+def check_auth(settings: Settings) -> None:
+    """The web refuses to start open by accident: some token must exist, or auth be off."""
+    if not settings.auth_enabled or settings.api_tokens:
+        return
+    engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    try:
+        if not has_any_token(engine, settings.api_tokens):
+            raise StartupError(NO_TOKEN)
+    except DatabaseUnavailable as exc:
+        raise StartupError(f"cannot read the API tokens: {exc}") from None
+    finally:
+        engine.dispose()
+
+
+def wait_until_ready(settings: Settings, checks: list[Check]) -> None:
     """Run the checks, retrying for JOBRUNNER_STARTUP_TIMEOUT seconds; raise the last error."""
     deadline = time.monotonic() + settings.startup_timeout
     while True:

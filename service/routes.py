@@ -18,11 +18,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import jobs, openapi, queries
+from service.auth import TokenStore
 from service.bodies import read_job_fields
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
 from service.dispatch import Dispatcher
 from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
+from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.schemas import job_to_json, parse_create, parse_edit
 from service.states import State
@@ -41,6 +43,9 @@ class Services:
     engine: Engine
     broker: Broker
     dispatcher: Dispatcher
+    #: None when authentication is off
+    tokens: TokenStore | None
+    policy: CommandPolicy
 
 
 def _services(request: Request) -> Services:
@@ -64,6 +69,7 @@ def _job_response(job: Job, status_code: int = 200, **headers: str) -> JSONRespo
 
 def _submit(services: Services, fields: dict[str, Any], key: str | None) -> tuple[Job, bool]:
     spec = parse_create(fields, services.settings)
+    services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
     job, created = jobs.create(services.engine, spec, key)
     if created and job.state == State.QUEUED:
         services.dispatcher.notify(job.queue)  # after the commit: a worker must find the row
@@ -73,11 +79,12 @@ def _submit(services: Services, fields: dict[str, Any], key: str | None) -> tupl
 async def create_job(request: Request) -> Response:
     services = _services(request)
     key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
     fields = await read_job_fields(request, services.settings.max_body_size)
     job, created = await run_in_threadpool(_submit, services, fields, key)
     request.state.job_id = job.id
+    request.state.job_state = job.state if created else "existing"
     return _job_response(job, 201 if created else 200, Location=f"/jobs/{job.id}")
 
 
@@ -88,7 +95,7 @@ def _list_filter(request: Request) -> ListFilter:
     if state is not None and state not in State.__members__.values():
         errors["state"] = ["must be one of " + ", ".join(s.value for s in State)]
     queue = params.get("queue")
-    if queue is not None and not QUEUE_NAME_PATTERN.match(queue):
+    if queue is not None and not QUEUE_NAME_PATTERN.fullmatch(queue):
         errors["queue"] = ["is not a valid queue name"]
     limit = _int_param(params.get("limit"), "limit", 1, MAX_LIST_LIMIT, errors)
     after = _int_param(params.get("after"), "after", 0, MAX_ID, errors)
@@ -148,7 +155,9 @@ async def show_job(request: Request) -> Response:
 
 def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
     changes = parse_edit(fields, services.settings)
-    if not changes:
+    if "command" in changes:
+        services.policy.check(changes["command"], changes["argv"])
+    if not changes:  # only nulls: nothing to change
         _get(services.engine, job_id)  # still 404 for an unknown job
         return
     job = jobs.edit(services.engine, job_id, changes)
@@ -171,6 +180,7 @@ def _delete(services: Services, job_id: int) -> None:
 
 async def delete_job(request: Request) -> Response:
     await run_in_threadpool(_delete, _services(request), _job_id(request))
+    request.state.job_state = "deleted"
     return Response(status_code=204)
 
 
@@ -183,6 +193,7 @@ def _cancel(services: Services, job_id: int) -> Job:
 
 async def cancel_job(request: Request) -> Response:
     job = await run_in_threadpool(_cancel, _services(request), _job_id(request))
+    request.state.job_state = "cancel requested" if job.state == State.RUNNING else job.state
     return _job_response(job, 202)
 
 
@@ -194,6 +205,7 @@ def _retry(services: Services, job_id: int) -> Job:
 
 async def retry_job(request: Request) -> Response:
     job = await run_in_threadpool(_retry, _services(request), _job_id(request))
+    request.state.job_state = job.state
     return _job_response(job, 202)
 
 

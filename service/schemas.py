@@ -31,6 +31,15 @@ ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ENV_VARS = 100
 MAX_ARGV_ITEMS = 1000
 BLANK = "can't be blank"
+#: what counts as blank: ASCII white space only (the OpenAPI document says the same)
+WHITESPACE = " \t\n\r\f\v"
+#: run_at years: what a MySQL DATETIME holds
+MIN_YEAR, MAX_YEAR = 1000, 9999
+
+
+def is_blank(value: str) -> bool:
+    return not value.strip(WHITESPACE)
+
 
 #: fields the server owns: accepted in a request body only to be ignored, as Rails did
 SERVER_FIELDS = frozenset(
@@ -92,13 +101,13 @@ def _check_text(value: str, limit: int) -> str:
 def parse_time(value: str) -> dt.datetime:
     """An ISO 8601 time as naive UTC; a time without an offset is taken as UTC."""
     try:
-        parsed = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+        parsed = dt.datetime.fromisoformat(value.strip(WHITESPACE).upper())
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise _error("must be an ISO 8601 time such as 2026-11-27T10:45:20Z") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    if not 2000 <= parsed.year <= 9999:
-        raise _error("must be between the years 2000 and 9999")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise _error(f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
     return parsed
 
 
@@ -123,7 +132,7 @@ class JobFields(BaseModel):
     def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        if not value.strip():
+        if is_blank(value):
             raise _error(BLANK)
         return _check_text(value, _limits(info).max_command_length)
 
@@ -132,7 +141,7 @@ class JobFields(BaseModel):
     def _argv(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if value is None:
             return None
-        if not value or not value[0].strip():
+        if not value or is_blank(value[0]):
             raise _error(BLANK)
         if len(value) > MAX_ARGV_ITEMS:
             raise _error(f"has too many items (at most {MAX_ARGV_ITEMS})")
@@ -149,7 +158,7 @@ class JobFields(BaseModel):
     def _queue(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not QUEUE_NAME_PATTERN.match(value):
+        if not QUEUE_NAME_PATTERN.fullmatch(value):
             raise _error(
                 "must start with a letter or _, hold only letters, digits, _ and -, "
                 "and be at most 64 characters"
@@ -188,7 +197,7 @@ class JobFields(BaseModel):
             raise _error(f"has too many variables (at most {MAX_ENV_VARS})")
         size = 0
         for name, item in value.items():
-            if not ENV_NAME_PATTERN.match(name):
+            if not ENV_NAME_PATTERN.fullmatch(name):
                 raise _error(f"has an invalid variable name {name[:64]!r}")
             if "\x00" in item:
                 raise _error(f"{name} must not contain NUL characters")
@@ -249,6 +258,16 @@ def _validate(data: dict[str, Any], limits: Limits) -> JobFields:
         raise ValidationFailed(_translate(exc)) from None
 
 
+def coerce_json_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one number type: 82.0 is an integer, as JSON Schema says (true is not)."""
+    converted = dict(data)
+    for name in INTEGER_FIELDS:
+        value = converted.get(name)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            converted[name] = int(value)
+    return converted
+
+
 def coerce_form_fields(data: dict[str, Any]) -> dict[str, Any]:
     """A form carries only strings: turn the integer fields into ints where they are ones."""
     converted = dict(data)
@@ -284,7 +303,9 @@ EDITABLE_FIELDS = ("command", "argv", "queue", "priority", "timeout", "max_retri
 
 
 def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Validate an edit; return the column values to change (possibly none)."""
+    """Validate an edit; return the column values to change (at least one)."""
+    if not data:
+        raise ValidationFailed({"job": ["give at least one field to change"]})
     if "env" in data:
         raise ValidationFailed({"env": ["cannot be changed after the job is created"]})
     fields = _validate(data, Limits.from_settings(settings))

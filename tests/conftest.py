@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from service.db import create_engine
 from service.migrate import apply_migrations
-from tests.support import Api, Process, start_web, start_worker
+from tests.support import TEST_TOKEN, Api, Process, start_web, start_worker
 
 MYSQL_SERVER = os.environ.get("TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -128,6 +128,7 @@ def base_env(
         "STAMPS": str(scratch / "stamps"),
         "COUNTS": str(scratch / "counts"),
         "SECRET_OF_THE_WORKER": "must-not-leak",
+        "JOBRUNNER_API_TOKENS": f"jr_another-token,{TEST_TOKEN}",
     }
 
 

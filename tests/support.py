@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import httpx
 
 JOBRUNNER = str(Path(sys.executable).with_name("jobrunner"))
+#: the token every test server accepts (JOBRUNNER_API_TOKENS in the tests' environment)
+TEST_TOKEN = "jr_test-token-for-the-suite"
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 FINAL = {"succeeded", "failed", "cancelled"}
 T = TypeVar("T")
 
@@ -126,9 +129,16 @@ def start_worker(
 class Api:
     """A thin client of the job API for tests."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = TEST_TOKEN) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=10)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=10, headers=headers)
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
 
     def submit(self, **fields: Any) -> dict[str, Any]:
         response = self.http.post("/jobs", json=fields)

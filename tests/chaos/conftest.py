@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from service.migrate import apply_migrations
 from tests.chaos.servers import MariaDBServer, RedisServer
-from tests.support import Process, start_web, start_worker, wait_for
+from tests.support import AUTH, TEST_TOKEN, Process, start_web, start_worker, wait_for
 
 LEDGERS: list[str] = []
 
@@ -81,7 +81,7 @@ class Stack:
     def submit(self, **fields: Any) -> int | None:
         """POST one job; remember its id when the answer is 201, count every status."""
         try:
-            response = httpx.post(f"{self.web_url}/jobs", json=fields, timeout=15)
+            response = httpx.post(f"{self.web_url}/jobs", json=fields, headers=AUTH, timeout=15)
         except httpx.HTTPError:
             with self._lock:
                 self.statuses[0] += 1
@@ -173,6 +173,7 @@ def stack(
         "JOBRUNNER_STARTUP_TIMEOUT": "30",
         "JOBRUNNER_PASS_ENV": "STAMPS",
         "STAMPS": str(stamps),
+        "JOBRUNNER_API_TOKENS": TEST_TOKEN,
     }
     scenario_logs = log_dir / name
     scenario_logs.mkdir()

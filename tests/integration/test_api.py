@@ -8,7 +8,7 @@ import datetime as dt
 import httpx
 import pytest
 
-from tests.support import Api
+from tests.support import AUTH, Api
 
 JOB_FIELDS = {
     "id",
@@ -220,7 +220,9 @@ def test_idempotency_key_returns_the_first_job(api: Api) -> None:
 def test_idempotency_key_under_concurrent_requests(api: Api) -> None:
     def post(_: int) -> httpx.Response:
         return httpx.post(
-            f"{api.base_url}/jobs", json={"command": "true"}, headers={"Idempotency-Key": "race"}
+            f"{api.base_url}/jobs",
+            json={"command": "true"},
+            headers={"Idempotency-Key": "race", **AUTH},
         )
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:

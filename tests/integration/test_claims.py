@@ -114,7 +114,7 @@ def test_promote_due_queues_scheduled_and_retrying_jobs(engine: sa.Engine, clean
     assert (state_of(engine, past), state_of(engine, future)) == ("queued", "scheduled")
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE jobs SET state = 'scheduled' WHERE id = :id"), {"id": past})
-    assert jobs.promote_due(engine) == ["p"]
+    assert jobs.promote_due(engine) == [(past, "p")]
     assert (state_of(engine, past), state_of(engine, future)) == ("queued", "scheduled")
 
 
