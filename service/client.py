@@ -114,16 +114,24 @@ class ApiClient:
             raise Unreachable(f"no answer from {self.url} in time") from None
         except httpx.TransportError as exc:
             raise Unreachable(f"lost the connection to {self.url}: {_reason(exc)}") from None
+        if response.is_redirect:
+            location = response.headers.get("Location", "elsewhere")
+            raise ApiError(
+                response.status_code, f"the server sends this request to {location}: fix the URL"
+            )
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))
         return response
 
+    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        return _json_of(self._request(method, url, **kwargs), self.url)
+
     def submit(self, fields: dict[str, Any], idempotency_key: str | None = None) -> Job:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._request("POST", "/jobs", json=fields, headers=headers).json()
+        return self._json("POST", "/jobs", json=fields, headers=headers)
 
     def job(self, job_id: int) -> Job:
-        return self._request("GET", f"/jobs/{job_id}").json()
+        return self._json("GET", f"/jobs/{job_id}")
 
     def pages(
         self,
@@ -140,17 +148,17 @@ class ApiClient:
         query: dict[str, Any] | None = {k: v for k, v in params.items() if v is not None}
         while True:
             response = self._request("GET", url, params=query)
-            yield response.json()
+            yield _json_of(response, self.url)
             link = response.links.get("next", {}).get("url")
             if not follow_links or not link:
                 return
             url, query = response.url.join(link), None  # the link carries the query
 
     def cancel(self, job_id: int) -> Job:
-        return self._request("POST", f"/jobs/{job_id}/cancel").json()
+        return self._json("POST", f"/jobs/{job_id}/cancel")
 
     def retry(self, job_id: int) -> Job:
-        return self._request("POST", f"/jobs/{job_id}/retry").json()
+        return self._json("POST", f"/jobs/{job_id}/retry")
 
     def output(self, job_id: int, offset: int = 0) -> OutputChunk:
         """The output from `offset` on (or from where the server's bounded copy starts)."""
@@ -166,6 +174,15 @@ class ApiClient:
             total=int(response.headers.get("X-Output-Bytes", start + len(data))),
             state=response.headers.get("X-Job-State", ""),
         )
+
+
+def _json_of(response: httpx.Response, base_url: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ClientError(
+            f"{response.url} did not answer with JSON: is {base_url} the job API?"
+        ) from None
 
 
 def _reason(exc: Exception) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from service.client import ApiClient, ApiError, Unreachable, error_message
+from service.client import ApiClient, ApiError, ClientError, Unreachable, error_message
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -123,3 +124,24 @@ def test_output_reports_where_the_data_starts() -> None:
 
     chunk = client(handler).output(7, offset=5)
     assert (chunk.offset, chunk.data, chunk.total, chunk.state) == (8, b"\xffend", 12, "running")
+
+
+def test_a_redirect_or_a_page_that_is_not_json_says_the_url_is_wrong() -> None:
+    def redirect(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(301, headers={"Location": "https://jobs.test/prefix/jobs/1"})
+
+    with pytest.raises(ApiError) as caught:
+        client(redirect).job(1)
+    assert str(caught.value) == (
+        "the server sends this request to https://jobs.test/prefix/jobs/1: fix the URL (HTTP 301)"
+    )
+
+    def html(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, html="<html>a welcome page</html>")
+
+    with pytest.raises(
+        ClientError, match=re.escape("did not answer with JSON: is http://jobs.test/prefix")
+    ):
+        client(html).job(1)
+    with pytest.raises(ClientError, match="did not answer with JSON"):
+        list(client(html).pages())
