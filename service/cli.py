@@ -4,6 +4,9 @@ jobrunner migrate    apply the schema migrations (the `release` role)
 jobrunner web        the HTTP service (uvicorn)
 jobrunner worker     the Dramatiq workers that run the jobs
 jobrunner            the role named by RUN_MODE (web/http_server, worker/delayed_job, release)
+
+and the client commands of the API (submit, wait, list, show, output, cancel, retry: see
+service/client_cli.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uvicorn
 
 from service import logs
 from service.auth import create_token, list_tokens, revoke_token
+from service.client_cli import add_commands as add_client_commands
 from service.config import ConfigError, Settings
 from service.db import create_engine
 from service.errors import JobRunnerError
@@ -192,3 +196,4 @@ def token_revoke(name: str) -> None:
 
 COMMANDS = {"web": web, "worker": worker, "migrate": migrate}
 main.add_command(migrate, name="release")
+add_client_commands(main)
