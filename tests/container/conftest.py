@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -57,12 +59,27 @@ def oci() -> Podman:
 
 @pytest.fixture(scope="session")
 def images(oci: Podman) -> None:
-    """The base image (if missing), then the runner, hello_world, MariaDB and Redis images."""
+    """The base image (if missing), then the runner and hello_world images, side by side with
+    the MariaDB and Redis images and podman-compose (mostly downloads: they overlap well)."""
+    started = time.monotonic()
     oci.build_base_image()
-    oci.build(ROOT, RUNNER_IMAGE, BASE_IMAGE)
-    oci.build(ROOT / "examples" / "hello_world", HELLO_IMAGE, RUNNER_IMAGE)
-    oci.build(ROOT / "compose" / "local" / "mariadb", MARIADB_IMAGE, BASE_IMAGE)
-    oci.build(ROOT / "compose" / "local" / "redis", REDIS_IMAGE, BASE_IMAGE)
+
+    def runner_and_hello() -> None:
+        oci.build(ROOT, RUNNER_IMAGE, BASE_IMAGE)
+        oci.build(ROOT / "examples" / "hello_world", HELLO_IMAGE, RUNNER_IMAGE)
+
+    with ThreadPoolExecutor(4) as pool:
+        tasks = [
+            pool.submit(runner_and_hello),
+            pool.submit(
+                oci.build, ROOT / "compose" / "local" / "mariadb", MARIADB_IMAGE, BASE_IMAGE
+            ),
+            pool.submit(oci.build, ROOT / "compose" / "local" / "redis", REDIS_IMAGE, BASE_IMAGE),
+            pool.submit(oci.podman_compose),
+        ]
+        for task in tasks:
+            task.result()
+    oci.timed("images", started)
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +101,10 @@ def stack(oci: Podman, images: None) -> Iterator[Stack]:
     """The compose stack with the local override, up and ready; removed at the end."""
     stack = Stack(oci, oci.podman_compose(), project=f"jrtest{os.getpid()}", port=free_port())
     try:
+        started = time.monotonic()
         stack.compose("up", "-d")
         wait_until(lambda: _ready(stack.url), 180, f"{stack.url}/readyz to answer 200")
+        oci.timed("stack up and ready", started)
         yield stack
     finally:
         # test_stack_stops_cleanly does this and checks it; here it is only a safety net

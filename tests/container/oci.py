@@ -127,6 +127,11 @@ class Podman:
         """`podman ARGS`; its standard output, stripped."""
         return self.run(["podman", *args], check=check, timeout=timeout).stdout.strip()
 
+    def timed(self, what: str, started: float) -> None:
+        """Append how long `what` took to WORK/logs/timings.txt."""
+        with (self.work / "logs" / "timings.txt").open("a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} {what}: {time.monotonic() - started:.1f} s\n")
+
     def image_exists(self, image: str) -> bool:
         return self.run(["podman", "image", "exists", image], check=False).returncode == 0
 
@@ -134,8 +139,10 @@ class Podman:
         """The debootstrap base (about a minute), unless it is there already."""
         if self.image_exists(BASE_IMAGE):
             return
+        started = time.monotonic()
         script = ROOT / "tests" / "container" / "build-base-image.sh"
         self.run([str(script), BASE_IMAGE, str(self.work / "base")], timeout=900)
+        self.timed(f"base image {BASE_IMAGE}", started)
 
     def build(self, context: Path, tag: str, base: str) -> None:
         """Build `context`'s Dockerfile with BASE=`base`; layers are cached between runs."""
@@ -146,7 +153,9 @@ class Podman:
         if list(Path("/usr/local/share/ca-certificates").glob("*.crt")):
             # an intercepting proxy's CA, for pip inside RUN steps; nothing of it stays in the image
             argv += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+        started = time.monotonic()
         result = self.run([*argv, str(context)], timeout=900)
+        self.timed(f"build {tag}", started)
         log = self.work / "logs" / f"build-{tag.rsplit('/', 1)[-1].replace(':', '-')}.log"
         log.write_text(result.stdout + result.stderr)
 
@@ -156,10 +165,12 @@ class Podman:
         exe = venv / "bin" / "podman-compose"
         version = venv / "installed"
         if not exe.exists() or not version.exists() or version.read_text() != PODMAN_COMPOSE:
+            started = time.monotonic()
             shutil.rmtree(venv, ignore_errors=True)
             self.run([sys.executable, "-m", "venv", str(venv)])
             self.run([str(venv / "bin" / "pip"), "install", "-q", PODMAN_COMPOSE], timeout=300)
             version.write_text(PODMAN_COMPOSE)
+            self.timed(PODMAN_COMPOSE, started)
         return exe
 
 
