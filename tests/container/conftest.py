@@ -89,21 +89,21 @@ def api_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, headers: dict[str, str]) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/readyz", headers=headers, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
 @pytest.fixture(scope="session")
-def stack(oci: Podman, images: None) -> Iterator[Stack]:
+def stack(oci: Podman, images: None, api_headers: dict[str, str]) -> Iterator[Stack]:
     """The compose stack with the local override, up and ready; removed at the end."""
     stack = Stack(oci, oci.podman_compose(), project=f"jrtest{os.getpid()}", port=free_port())
     try:
         started = time.monotonic()
         stack.compose("up", "-d")
-        wait_until(lambda: _ready(stack.url), 180, f"{stack.url}/readyz to answer 200")
+        wait_until(lambda: _ready(stack.url, api_headers), 180, f"{stack.url}/readyz to answer 200")
         oci.timed("stack up and ready", started)
         yield stack
     finally:
