@@ -19,6 +19,7 @@ from bench.stack import (
     database_url,
     free_port,
     http_ok,
+    listens,
     sql,
     wait_for,
 )
@@ -65,7 +66,7 @@ class Baseline:
 
         def up() -> bool:
             role.check_alive()
-            return http_ok(role.url, "/")
+            return listens(role.pid, port) and http_ok(role.url, "/")
 
         wait_for(up, 30, "the baseline app")
         self.role = role

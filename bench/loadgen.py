@@ -41,6 +41,8 @@ def run_wrk(
     body: str | None = None,
 ) -> WrkResult:
     """Run `wrk -t threads -c connections -d duration` with one of bench/wrk/*.lua."""
+    if not os.path.exists(WRK):
+        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     env = dict(os.environ, BENCH_WRK_DIR=str(SCRIPTS), BENCH_TOKEN=token)
     if body is not None:
         env["BENCH_BODY"] = body

@@ -144,6 +144,8 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
                 token=config.token,
             )  # fmt: skip
             last = st.max_job_id()
+            if wrk.errors or wrk.non_2xx or last < first:
+                raise RuntimeError(f"the load failed: {wrk}")
             done, complete = wait_final(st, first, last, timeout=max(120.0, wrk.requests / 20))
             if not complete:
                 raise RuntimeError(f"after the load {last - first + 1 - done} jobs are not final")

@@ -84,6 +84,7 @@ def main() -> None:
                 result = module.run(config, fig_args, stack)
             except Exception:
                 failed.append(name)
+                stack.failed = True  # keep the logs
                 log(f"{name} FAILED:\n{traceback.format_exc()}")
                 continue
             log(f"== {name} done in {time.monotonic() - t0:.1f} s")

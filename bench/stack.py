@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,9 +50,44 @@ def install_signal_handlers() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port outside the ephemeral range, where test suites that run beside
+    the benchmark pick theirs (a port they took over could answer our health checks)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1/0.0.0.0:`port` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            inodes.add(inode)
+    return inodes
+
+
+def listens(pid: int, port: int) -> bool:
+    """True once a process of `pid`'s tree holds the socket listening on `port`."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    for member in procs.tree(pid):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{member}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{member}/fd/{fd}")
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        return True
+    return False
 
 
 def wait_for(
@@ -275,6 +311,8 @@ class Stack:
         self.web: Role | None = None
         self.worker: Role | None = None
         self._closed = False
+        #: set when something went wrong: the run folder (logs) is then kept
+        self.failed = False
         self._fresh = fresh
         self.keep_database = keep_database
 
@@ -284,7 +322,9 @@ class Stack:
         self.open()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        if exc_type is not None:
+            self.failed = True
         self.close()
 
     def open(self) -> None:
@@ -313,8 +353,8 @@ class Stack:
         clear_redis(self.config.redis_url, f"{self.config.namespace}:*")
         if not self.keep_database:
             drop_database(self.config.database)
-        if self.config.keep_logs:
-            print(f"(logs kept in {self.run_dir})")
+        if self.config.keep_logs or self.failed:
+            print(f"(logs kept in {self.run_dir})", file=sys.stderr)
         else:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -362,7 +402,7 @@ class Stack:
 
         def healthy() -> bool:
             role.check_alive()
-            return http_ok(role.url)
+            return listens(role.pid, port) and http_ok(role.url)
 
         wait_for(healthy, 30, "the web role")
         if self.web is None:
