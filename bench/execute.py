@@ -149,19 +149,27 @@ def _profile(st: Stack, args: argparse.Namespace, n: int, timeout: float) -> lis
         st.start_worker()
     assert st.worker is not None
     log(f"execute: profiling the worker with py-spy over {n} jobs `true` (not counted)")
-    with Profiler(st.worker.pid, path, args.profile_format, args.profile_rate, args.profile_gil):
+    with Profiler(
+        st.worker.pid, path, args.profile_format, args.profile_rate, not args.profile_wall
+    ):
         time.sleep(0.5)  # py-spy attaches to every process of the tree
         first, last = insert_queued(st, ["true"] * n)
         t0 = time.time()
         notify(st, "default", n)
         wait_final(st, first, last, timeout)
         seconds = time.time() - t0
-    title = f"Profile: worker role running {n} jobs `true` ({n / seconds:.0f} jobs/s under py-spy)"
+    mode = "all threads" if args.profile_wall else "GIL holders"
+    title = (
+        f"Profile ({mode}): worker role running {n} jobs `true` "
+        f"({n / seconds:.0f} jobs/s under py-spy)"
+    )
     if args.profile_format != "raw":
         table = Table(title, ["file"])
         table.add(note_for(path, args.profile_format))
         return [table]
-    return summarise(path, title, rate=args.profile_rate, units=n, unit="job")
+    return summarise(
+        path, title, rate=args.profile_rate, units=n, unit="job", wall=args.profile_wall
+    )
 
 
 def _tables(

@@ -179,7 +179,9 @@ def _tables(
         "the largest of them",
         "the steady client is open-loop (4 threads, a fixed schedule); largest lag behind the "
         f"schedule: {max(r['steady']['max_behind_ms'] for r in reps):.0f} ms",
-        "started_at is stamped by the worker after its claim query (utcnow() in Python)",
+        "started_at is the worker's clock (utcnow() in Python) when its claim transaction "
+        "begins, after the message was fetched; outliers near 5 s are jobs whose wake-up "
+        "message was spent without a claim, woken by the sweeper's top-up (STUCK_AFTER_S)",
     ]
     return [per_rep, summary]
 

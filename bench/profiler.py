@@ -27,7 +27,7 @@ class Profiler:
     """py-spy recording one process tree until `stop()`."""
 
     def __init__(
-        self, pid: int, output: Path, fmt: str = "raw", rate: int = 100, gil: bool = False
+        self, pid: int, output: Path, fmt: str = "raw", rate: int = 100, gil: bool = True
     ) -> None:
         self.output = output
         self.fmt = fmt
@@ -66,6 +66,12 @@ WAITS = frozenset(
         "Thread.join (threading.py)",
         "Queue.get (queue.py)",
         "sleep (time.py)",
+        # C calls that wait (sleep, select, futex) show as the Python frame that made them
+        "_RedisConsumer.__next__ (dramatiq/brokers/redis.py)",
+        "_CtypesTimeoutManager.run (dramatiq/middleware/time_limit.py)",
+        "worker_process (dramatiq/cli.py)",
+        "main (dramatiq/cli.py)",
+        "_PollLikeSelector.select (selectors.py)",
     }
 )
 
@@ -94,11 +100,19 @@ def _stacks(path: Path) -> list[tuple[list[str], int]]:
 
 
 def summarise(
-    path: Path, title: str, *, rate: int = 100, units: int = 0, unit: str = "", top: int = 15
+    path: Path,
+    title: str,
+    *,
+    rate: int = 100,
+    units: int = 0,
+    unit: str = "",
+    top: int = 15,
+    wall: bool = False,
 ) -> list[Table]:
     """Tables of the hottest functions and packages of a raw (collapsed) py-spy file.
 
-    Samples whose leaf is a wait (a thread-pool thread waiting for work, ...) are left out.
+    With `wall` (a profile of every thread), samples whose leaf is a wait (a thread-pool
+    thread waiting for work, a consumer sleeping between polls) are left out.
     With `units` (requests, jobs) a note gives the sampled time per unit, in ms: samples /
     rate / units (an estimate of the time the role's threads were busy per unit, not a
     measurement of CPU time).
@@ -108,7 +122,7 @@ def summarise(
     packages: Counter[str] = Counter()
     total = waiting = 0
     for frames, count in _stacks(path):
-        if frames[-1] in WAITS:
+        if wall and frames[-1] in WAITS:
             waiting += count
             continue
         total += count
@@ -131,14 +145,19 @@ def summarise(
             i_name,
         )
     table.notes.append(
-        f"{total} samples of busy threads ({waiting} samples of waiting threads left out); "
-        f"profile in {path}"
+        f"{total} samples"
+        + (
+            f" of busy threads ({waiting} of waiting threads left out)"
+            if wall
+            else " holding the GIL"
+        )
+        + f"; profile in {path}"
     )
     if units:
         per_unit = total / rate / units * 1000
         table.notes.append(
-            f"sampled busy-thread time per {unit}: {per_unit:.3f} ms over {units} {unit}s "
-            "(all processes of the role, threads counted separately; py-spy slows the role)"
+            f"sampled time per {unit}: {per_unit:.3f} ms over {units} {unit}s (all processes "
+            "of the role added up; py-spy slows the role down)"
         )
     by_package = Table(f"{title}: self time by package", ["package", "self %"])
     for name, count in packages.most_common(12):

@@ -40,9 +40,10 @@ def add_profile_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--profile-format", choices=FORMATS, default="raw")
     group.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s (100)")
     group.add_argument(
-        "--profile-gil",
+        "--profile-wall",
         action="store_true",
-        help="sample only threads holding the GIL (Python on the CPU; I/O waits left out)",
+        help="sample every thread, waiting ones too (default: only threads holding the GIL, "
+        "i.e. Python on the CPU)",
     )
 
 
@@ -131,7 +132,7 @@ def _profile(
     path = out / f"web-submit.{'txt' if args.profile_format == 'raw' else args.profile_format}"
     st.reset()
     log(f"submit: profiling the web with py-spy for {duration:g} s (not counted)")
-    with Profiler(web.pid, path, args.profile_format, args.profile_rate, args.profile_gil):
+    with Profiler(web.pid, path, args.profile_format, args.profile_rate, not args.profile_wall):
         wrk = run_wrk(
             f"{web.url}/jobs",
             "post_jobs.lua",
@@ -139,12 +140,20 @@ def _profile(
             connections=args.connections,
             token=token,
         )
-    title = f"Profile: web during POST /jobs ({wrk.requests} requests at {wrk.rate:.0f}/s)"
+    mode = "all threads" if args.profile_wall else "GIL holders"
+    title = f"Profile ({mode}): web during POST /jobs ({wrk.requests} requests at {wrk.rate:.0f}/s)"
     if args.profile_format != "raw":
         table = Table(title, ["file"])
         table.add(note_for(path, args.profile_format))
         return [table]
-    return summarise(path, title, rate=args.profile_rate, units=wrk.requests, unit="request")
+    return summarise(
+        path,
+        title,
+        rate=args.profile_rate,
+        units=wrk.requests,
+        unit="request",
+        wall=args.profile_wall,
+    )
 
 
 def _tables(
