@@ -140,8 +140,8 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             log(f"memory rep {rep + 1}/{config.reps}: load {load:g} s")
             first = st.max_job_id() + 1
             wrk = run_wrk(
-                f"{web.url}/jobs", "post_jobs.lua", duration=load, connections=16,
-                token=config.token,
+                f"{web.url}/jobs", "post_jobs.lua", duration=load,
+                connections=2 if config.smoke else 16, token=config.token,
             )  # fmt: skip
             last = st.max_job_id()
             if wrk.errors or wrk.non_2xx or last < first:
