@@ -77,10 +77,14 @@ WAITS = frozenset(
 
 
 def _package(frame: str) -> str:
-    """`Connection.query (MySQLdb/connections.py)` -> `MySQLdb`; `x (queue.py)` -> `queue`."""
-    where = frame[frame.rfind("(") + 1 : -1] if frame.endswith(")") else frame
-    head = where.split("/", 1)[0]
-    return head.removesuffix(".py") or frame
+    """`Connection.query (MySQLdb/connections.py)` -> `MySQLdb`; `x (queue.py)` -> `queue`;
+    `values (<sqlalchemy generated ... wrapper for sqlalchemy.sql.dml...>)` -> `sqlalchemy`."""
+    match = re.search(r"\(([^()]*)\)$", frame)
+    where = match.group(1) if match else frame
+    if "<" in where or not match:
+        named = re.search(r"\b([a-z_]\w*)\.\w+\.", frame)
+        return named.group(1) if named else where
+    return where.split("/", 1)[0].removesuffix(".py")
 
 
 def _stacks(path: Path) -> list[tuple[list[str], int]]:

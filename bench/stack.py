@@ -311,6 +311,7 @@ class Stack:
         self.web: Role | None = None
         self.worker: Role | None = None
         self._closed = False
+        self._started = 0
         #: set when something went wrong: the run folder (logs) is then kept
         self.failed = False
         self._fresh = fresh
@@ -390,7 +391,8 @@ class Stack:
     # --- roles ------------------------------------------------------------------------
 
     def _start(self, name: str, argv: list[str], env: dict[str, str]) -> Role:
-        role = Role(name, argv, env, self.run_dir / f"{name}-{len(self.roles)}.log")
+        self._started += 1  # a log file per process started, never reused
+        role = Role(name, argv, env, self.run_dir / f"{name}-{self._started}.log")
         self.roles.append(role)
         return role
 
