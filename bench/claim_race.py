@@ -29,6 +29,7 @@ from service.db import create_engine
 from service.jobs import Outcome, OutputSnapshot
 from service.migrate import apply_migrations
 from service.schemas import parse_create
+from service.states import RetryPolicy
 
 DATABASE = "jobrunner_bench_diag"
 
@@ -69,9 +70,12 @@ def main() -> None:
                     empty.append((message, waiting))
                 continue
             jobs.finish(
-                worker, claimed, Outcome(succeeded=True, exit_code=0), OutputSnapshot(b"", 0),
-                backoff=10, backoff_cap=3600,
-            )  # fmt: skip
+                worker,
+                claimed,
+                Outcome(succeeded=True, exit_code=0),
+                OutputSnapshot(b"", 0),
+                RetryPolicy(base=10, cap=3600),
+            )
 
     threads = [threading.Thread(target=consume, args=(k,)) for k in range(args.threads)]
     for thread in threads:

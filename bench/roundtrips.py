@@ -82,8 +82,7 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
                     state["claimed"],
                     Outcome(succeeded=True, exit_code=0),
                     OutputSnapshot(b"", 0),
-                    backoff=settings.retry_backoff,
-                    backoff_cap=settings.retry_backoff_max,
+                    settings.retry_policy,
                 )
 
             def save_output() -> None:

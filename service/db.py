@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
 
 from service.errors import DatabaseUnavailable
 
@@ -128,13 +127,6 @@ def _create_sqlite_engine(url: sa.URL, *, pool_size: int, max_overflow: int) -> 
     return engine
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """True for errors that mean the database cannot be reached right now."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError))
-
-
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """`engine.begin()`, with connection failures turned into DatabaseUnavailable."""
@@ -142,12 +134,12 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         with engine.begin() as conn:
             yield conn
     except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-        if _is_lock_conflict(exc):
+        if is_lock_conflict(exc):
             raise
         raise DatabaseUnavailable() from exc
 
 
-def _is_lock_conflict(exc: BaseException) -> bool:
+def is_lock_conflict(exc: BaseException) -> bool:
     """Deadlock (1213) or lock wait timeout (1205): a conflict, not an outage."""
     orig = getattr(exc, "orig", None)
     code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None

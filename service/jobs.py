@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from service import queries
-from service.db import jobs, transaction, utcnow
+from service.db import is_lock_conflict, jobs, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
 from service.schemas import JobSpec
@@ -232,8 +232,22 @@ def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     """Start the best waiting job of a queue: lowest priority, then earliest run_at, then id.
 
     `FOR UPDATE SKIP LOCKED` lets concurrent workers take different rows; the guarded UPDATE
-    makes a second claim of the same row impossible whatever the broker delivers.
+    makes a second claim of the same row impossible whatever the broker delivers. A deadlock
+    with a concurrent write is retried at once, a few times.
     """
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            return _claim_next(engine, queue, worker)
+        except sa.exc.OperationalError as exc:
+            if not is_lock_conflict(exc) or attempt == CLAIM_ATTEMPTS - 1:
+                raise
+    return None
+
+
+CLAIM_ATTEMPTS = 3
+
+
+def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     with transaction(engine) as conn:
         now = utcnow()
         row = conn.execute(
@@ -241,6 +255,10 @@ def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
             .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED, jobs.c.run_at <= now)
             .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
             .limit(1)
+            # In index order the scan stops at the first row it can lock; any other plan (a
+            # filesort) would lock every waiting row and leave concurrent claims empty-handed.
+            .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mysql")
+            .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
             .with_for_update(skip_locked=True)
         ).first()
         if row is None:
