@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dramatiq import Broker
@@ -21,6 +21,8 @@ from service.jobs import ClaimedJob
 class RunningAttempt:
     job: ClaimedJob
     stop_reason: str | None = None
+    #: publishes the output from a byte offset, for a follower that just arrived
+    replay: Callable[[int], None] | None = None
     #: when the database last confirmed that this attempt is still ours (monotonic clock)
     confirmed_at: float = field(default_factory=time.monotonic)
 
@@ -32,9 +34,14 @@ class RunningJobs:
         self._attempts: dict[int, RunningAttempt] = {}
         self._lock = threading.Lock()
 
-    def add(self, job: ClaimedJob) -> None:
+    def add(self, job: ClaimedJob, replay: Callable[[int], None] | None = None) -> None:
         with self._lock:
-            self._attempts[job.id] = RunningAttempt(job)
+            self._attempts[job.id] = RunningAttempt(job, replay=replay)
+
+    def replay(self, job_id: int, offset: int) -> None:
+        attempt = self._attempts.get(job_id)
+        if attempt is not None and attempt.replay is not None:
+            attempt.replay(offset)
 
     def remove(self, job_id: int) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import structlog
 
 from actors import runner
 from actors.context import WorkerContext
+from actors.live import LivePublisher
 from actors.output import OutputTail
 from service import jobs
 from service.errors import DatabaseUnavailable
@@ -131,36 +132,48 @@ def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
     The attempt stays registered (and heartbeated) until its end is recorded, so a result
     waiting for the database to come back is not taken for a lost worker.
     """
-    ctx.running.add(job)
+    live = LivePublisher(ctx.dispatcher, job.id)
+    ctx.running.add(job, replay=live.replay)
     try:
-        _execute(ctx, job)
+        _execute(ctx, job, live)
     finally:
         ctx.running.remove(job.id)
 
 
 def _run(
-    ctx: WorkerContext, job: ClaimedJob, spec: runner.CommandSpec, tail: OutputTail
+    ctx: WorkerContext,
+    job: ClaimedJob,
+    spec: runner.CommandSpec,
+    tail: OutputTail,
+    live: LivePublisher,
 ) -> runner.RunResult:
+    save_output = _OutputFlusher(ctx, job, tail)
+
+    def tick() -> None:
+        live.flush()
+        save_output()
+
     return runner.run(
         spec,
         tail,
         should_stop=lambda: ctx.stop_reason(job.id),
         kill_grace=ctx.settings.kill_grace,
-        on_tick=_OutputFlusher(ctx, job, tail),
+        on_tick=tick,
     )
 
 
-def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
+def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
     settings = ctx.settings
     initial = OutputSnapshot(job.output, job.output_offset) if job.attempt > 1 else None
-    tail = OutputTail(settings.output_limit, initial)
+    tail = OutputTail(settings.output_limit, initial, listener=live.on_chunk)
+    live.tail = tail
     if job.attempt > 1:
         tail.write(f"\n--- jobrunner: attempt {job.attempt} ---\n".encode())
     fields = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
     log.info("job started", **fields, state="running", worker=ctx.name)
     started = time.monotonic()
     try:
-        result = _run(ctx, job, command_spec(ctx, job), tail)
+        result = _run(ctx, job, command_spec(ctx, job), tail, live)
     except CommandNotAllowed as exc:
         result = runner.RunResult("failed_to_start", error=f"could not start: {exc.message}")
     duration = round(time.monotonic() - started, 3)
@@ -169,6 +182,7 @@ def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
         return
     if result.ended == "stopped" and result.stop_reason == SHUTDOWN:
         if _while_unavailable(job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
+            live.end("queued")
             ctx.dispatcher.notify(job.queue)
         log.info("job handed back", **fields, state="queued", duration=duration)
         return
@@ -177,6 +191,8 @@ def _execute(ctx: WorkerContext, job: ClaimedJob) -> None:
     state = _while_unavailable(
         job, "finish", lambda: jobs.finish(ctx.engine, job, outcome, output, settings.retry_policy)
     )
+    if state is not None:
+        live.end(state)
     log.info(
         "job finished",
         **fields,

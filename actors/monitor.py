@@ -125,12 +125,17 @@ class Monitor:
                 log.exception("heartbeat failed")
 
     def _notice_loop(self) -> None:
-        def on_cancel(job_id: int) -> None:
-            if self.ctx.running.request_stop(job_id, "cancelled"):
-                log.info("stopping job", job_id=job_id, reason="cancelled")
+        self.ctx.dispatcher.listen(self, self.stop_event)
 
-        def on_queue(name: str) -> None:
-            if self.serve_all_queues and name not in self.broker.get_declared_queues():
-                self.broker.declare_queue(name)
+    # --- NoticeHandler ------------------------------------------------------------------
 
-        self.ctx.dispatcher.listen(on_cancel, on_queue, self.stop_event)
+    def on_cancel(self, job_id: int) -> None:
+        if self.ctx.running.request_stop(job_id, "cancelled"):
+            log.info("stopping job", job_id=job_id, reason="cancelled")
+
+    def on_queue(self, queue: str) -> None:
+        if self.serve_all_queues and queue not in self.broker.get_declared_queues():
+            self.broker.declare_queue(queue)
+
+    def on_follow(self, job_id: int, offset: int) -> None:
+        self.ctx.running.replay(job_id, offset)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +26,7 @@ from service.config import Settings
 from service.db import create_engine
 from service.dispatch import Dispatcher
 from service.errors import JobRunnerError, ValidationFailed
+from service.follow import OutputHub
 from service.preflight import check_auth
 from service.routes import Services, routes
 
@@ -88,6 +92,23 @@ class RequestLog:
             log.info("request", **fields)
 
 
+def _end_streams_on_exit_signals(hub: OutputHub) -> None:
+    """On SIGTERM/SIGINT, end the follow streams at once, so that uvicorn's graceful shutdown
+    (which waits for open responses) does not wait for jobs to finish."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(sig: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(hub.close)
+            if callable(previous):
+                previous(sig, frame)
+
+        signal.signal(signum, handler)
+
+
 def _token_store(scope: Scope) -> TokenStore | None:
     return scope["state"]["services"].tokens
 
@@ -116,17 +137,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "can run commands"
             )
         broker = make_broker(settings)
+        dispatcher = Dispatcher(broker, settings.redis_namespace)
+        hub = OutputHub(dispatcher, None if settings.uses_stub_broker else settings.redis_url)
+        await hub.start()
+        _end_streams_on_exit_signals(hub)
         services = Services(
             settings=settings,
             engine=engine,
             broker=broker,
-            dispatcher=Dispatcher(broker, settings.redis_namespace),
+            dispatcher=dispatcher,
             tokens=tokens,
             policy=settings.command_policy,
+            hub=hub,
         )
         try:
             yield {"services": services}
         finally:
+            await hub.stop()
             broker.close()
             engine.dispose()
 

@@ -12,6 +12,7 @@ service/client_cli.py).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -95,6 +96,9 @@ def web() -> None:
     settings = _settings()
     logs.configure(settings, process="web")
     _ready(settings, [check_database, check_broker, check_auth])
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with 0, a
+    # clean stop for supervisors, instead of dying of it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,

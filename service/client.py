@@ -175,6 +175,40 @@ class ApiClient:
             state=response.headers.get("X-Job-State", ""),
         )
 
+    def follow(self, job_id: int, offset: int = 0) -> Iterator[OutputChunk]:
+        """The output from `offset` on as the job prints it (`?follow=1`), until the server
+        ends the stream: when the job is final, or when the server stops (then follow again
+        from where it ended). The first chunk is empty and tells where the output starts."""
+        params = {"follow": "1", "offset": str(offset)}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_IDLE_S)
+        try:
+            with self.http.stream(
+                "GET",
+                f"/jobs/{job_id}/output",
+                params=params,
+                headers={"Accept": "text/plain"},
+                timeout=timeout,
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, error_message(response))
+                cursor = int(response.headers.get("X-Output-Offset", offset))
+                state = response.headers.get("X-Job-State", "")
+                yield OutputChunk(cursor, b"", cursor, state)
+                for data in response.iter_bytes():
+                    yield OutputChunk(cursor, data, cursor + len(data), state)
+                    cursor += len(data)
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot connect to {self.url}: {_reason(exc)}") from None
+        except httpx.TimeoutException:
+            raise Unreachable(f"no output from {self.url} for {STREAM_IDLE_S:.0f}s") from None
+        except httpx.TransportError as exc:
+            raise Unreachable(f"lost the connection to {self.url}: {_reason(exc)}") from None
+
+
+#: a follow stream that sends nothing for this long is opened again
+STREAM_IDLE_S = 60.0
+
 
 def _json_of(response: httpx.Response, base_url: str) -> Any:
     try:

@@ -1,9 +1,8 @@
 """Waiting for a job to end, and following its output, for `submit --wait/--follow` and `wait`.
 
-The output arrives as OutputChunks from a source; today the only source polls
-`GET /jobs/{id}/output?offset=N`. A streaming source (`?follow=1`, or server-sent events) can
-take its place: OutputWriter does not care where chunks come from, and writes every byte once,
-in order, whatever the chunks overlap.
+The output arrives as OutputChunks from `GET /jobs/{id}/output?follow=1`, a stream the server
+ends when the job is final (or when it stops: then the client follows again from the byte it
+has). OutputWriter writes every byte once, in order, whatever the chunks overlap.
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ class Waiter:
             for state in self._poll_states():
                 self.progress.update(state)
         else:
-            for chunk in self._poll_output(self.writer.offset):
+            for chunk in self._stream_output():
                 if chunk.data:
                     self.progress.clear()
                 with interrupts_deferred():
@@ -148,6 +147,36 @@ class Waiter:
                 return
             self.pause(pacer.next(state != last))
             last = state
+
+    def _stream_output(self) -> Iterator[OutputChunk]:
+        """Chunks of output, streamed, until the job is final; followed again after a break
+        (a server restart, say), riding out a server that does not answer for `grace` s."""
+        assert self.writer is not None
+        failing_since: float | None = None
+        pacer = Pacer(first=0.5, factor=2, most=5)
+        while True:
+            try:
+                for chunk in self.api.follow(self.job_id, self.writer.offset):
+                    failing_since = None
+                    yield chunk
+                state = self.api.job(self.job_id)["state"]
+            except ClientError as exc:
+                if not exc.transient:
+                    raise
+                now = self.clock()
+                if failing_since is None:
+                    failing_since = now
+                    self.progress.note(f"{exc}; trying again for up to {self.grace:.0f}s")
+                elif now - failing_since >= self.grace:
+                    raise
+                self.progress.update("(no answer from the server)")
+                self.pause(pacer.next(False))
+                continue
+            if state in FINAL_STATES:  # what the stream may not have carried, then the end
+                last = self.call(self.api.output, self.job_id, self.writer.offset)
+                yield OutputChunk(last.offset, last.data, last.total, state)
+                return
+            self.pause(pacer.next(False))  # the server ended the stream early: it is stopping
 
     def _poll_output(self, offset: int) -> Iterator[OutputChunk]:
         """Chunks of output from `offset` on, polled, until one says the job is final."""

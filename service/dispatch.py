@@ -6,8 +6,12 @@ job, a duplicate or redelivered message is harmless (its claim finds nothing, or
 and a lost one is replaced by the sweeper, which tops up queues that hold more ready jobs than
 messages.
 
-Besides messages: the set of known queue names (so that workers serving every queue find new
-ones) and cancel notices (a fast path; workers also see cancels in their heartbeat query).
+Besides messages, notices on Redis pub/sub (or in-process, with the embedded StubBroker):
+- cancel notices to workers (a fast path; workers also see cancels in their heartbeat query);
+- new queue names, so that workers serving every queue start consuming them at once;
+- live output: workers publish what a command prints, and the end of each attempt, on a
+  channel per job; a web process following a job asks the worker that runs it for what was
+  printed before it subscribed (a follow request).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import dramatiq
 import redis
@@ -28,8 +33,25 @@ ACTOR_NAME = "run_job"
 BROKER_BACKOFF_S = 2.0
 log = structlog.get_logger(__name__)
 
-CancelListener = Callable[[int], None]
-QueueListener = Callable[[str], None]
+OutputListener = Callable[[bytes], None]
+
+
+class NoticeHandler(Protocol):
+    """What a worker process does with the notices it receives."""
+
+    def on_cancel(self, job_id: int) -> None: ...
+    def on_queue(self, queue: str) -> None: ...
+    def on_follow(self, job_id: int, offset: int) -> None: ...
+
+
+def output_chunk(offset: int, data: bytes) -> bytes:
+    """A live output message: `data` starts at byte `offset` of the job's output."""
+    return b"C%d " % offset + data
+
+
+def attempt_end(state: str) -> bytes:
+    """A live output message: an attempt ended, and the job is now `state`."""
+    return b"E" + state.encode()
 
 
 def wake_message(queue: str) -> dramatiq.Message:
@@ -46,7 +68,8 @@ class Dispatcher:
         self.namespace = namespace
         self.redis: redis.Redis | None = broker.client if isinstance(broker, RedisBroker) else None
         self._registered: set[str] = set()
-        self._local_listeners: list[tuple[CancelListener, QueueListener]] = []
+        self._local_handlers: list[NoticeHandler] = []
+        self._local_output: dict[int, list[OutputListener]] = {}
         self._lock = threading.Lock()
         self._skip_broker_until = 0.0
 
@@ -97,8 +120,8 @@ class Dispatcher:
             self.redis.publish(self.key("new-queues"), queue)
         with self._lock:
             self._registered.add(queue)
-        for _, on_queue in list(self._local_listeners):
-            on_queue(queue)
+        for handler in list(self._local_handlers):
+            handler.on_queue(queue)
 
     def known_queues(self) -> set[str]:
         if self.redis is not None:
@@ -109,46 +132,82 @@ class Dispatcher:
 
     def announce_cancel(self, job_id: int) -> None:
         """Ask whichever worker runs this job to stop it now (best effort)."""
-        if self.redis is not None:
-            try:
-                self.redis.publish(self.key("cancel"), str(job_id))
-            except redis.RedisError as exc:
-                log.warning(
-                    "cancel notice not sent; the heartbeat carries it",
-                    job_id=job_id,
-                    error=str(exc),
-                )
-            return
-        for on_cancel, _ in list(self._local_listeners):
-            on_cancel(job_id)
-
-    def listen(
-        self, on_cancel: CancelListener, on_queue: QueueListener, stop: threading.Event
-    ) -> None:
-        """Call `on_cancel` with each job id announced, `on_queue` with each new queue name,
-        until `stop` is set (blocks; reconnects after a Redis outage)."""
         if self.redis is None:
-            listeners = (on_cancel, on_queue)
-            self._local_listeners.append(listeners)
-            stop.wait()
-            self._local_listeners.remove(listeners)
+            for handler in list(self._local_handlers):
+                handler.on_cancel(job_id)
             return
-        cancel, new_queue = self.key("cancel"), self.key("new-queues")
+        try:
+            self.redis.publish(self.key("cancel"), str(job_id))
+        except redis.RedisError as exc:
+            log.warning(
+                "cancel notice not sent; the heartbeat carries it", job_id=job_id, error=str(exc)
+            )
+
+    def listen(self, handler: NoticeHandler, stop: threading.Event) -> None:
+        """Hand every notice to `handler` until `stop` is set (blocks; reconnects after a Redis
+        outage)."""
+        if self.redis is None:
+            self._local_handlers.append(handler)
+            stop.wait()
+            self._local_handlers.remove(handler)
+            return
+        cancel, new_queue, follow = self.key("cancel"), self.key("new-queues"), self.key("follow")
         while not stop.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(cancel, new_queue)
+                pubsub.subscribe(cancel, new_queue, follow)
                 while not stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is None or message["type"] != "message":
                         continue
                     channel, data = message["channel"].decode(), message["data"].decode()
                     if channel == cancel:
-                        on_cancel(int(data))
+                        handler.on_cancel(int(data))
+                    elif channel == follow:
+                        job_id, offset = data.split()
+                        handler.on_follow(int(job_id), int(offset))
                     else:
-                        on_queue(data)
+                        handler.on_queue(data)
             except (redis.RedisError, ValueError) as exc:
                 log.warning("notices interrupted; reconnecting", error=str(exc))
                 stop.wait(1.0)
             finally:
                 pubsub.close()
+
+    # --- live output ------------------------------------------------------------------
+
+    def output_channel(self, job_id: int) -> str:
+        return self.key(f"out:{job_id}")
+
+    def publish_output(self, job_id: int, message: bytes) -> None:
+        """Publish a live output message of a job (best effort: followers also read the
+        database, and ask again when they see a gap)."""
+        if self.redis is None:
+            for listener in list(self._local_output.get(job_id, ())):
+                listener(message)
+            return
+        try:
+            self.redis.publish(self.output_channel(job_id), message)
+        except redis.RedisError as exc:
+            log.warning("live output not published", job_id=job_id, error=str(exc))
+
+    def request_output(self, job_id: int, offset: int) -> None:
+        """Ask the worker running this job to publish its output from byte `offset`."""
+        if self.redis is None:
+            for handler in list(self._local_handlers):
+                handler.on_follow(job_id, offset)
+            return
+        self.redis.publish(self.key("follow"), f"{job_id} {offset}")
+
+    def subscribe_local_output(self, job_id: int, listener: OutputListener) -> None:
+        """In-process mode: call `listener` with every live output message of this job."""
+        with self._lock:
+            self._local_output.setdefault(job_id, []).append(listener)
+
+    def unsubscribe_local_output(self, job_id: int, listener: OutputListener) -> None:
+        with self._lock:
+            listeners = self._local_output.get(job_id, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners:
+                self._local_output.pop(job_id, None)

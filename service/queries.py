@@ -91,18 +91,30 @@ def list_jobs(conn: Connection, where: ListFilter) -> tuple[list[Job], bool]:
 
 @dataclass(frozen=True)
 class StoredOutput:
+    """The kept output of a job (`data` starts at byte `offset`), with its state and result."""
+
     data: bytes
     offset: int
     state: str
+    exit_code: int | None
+    last_error: str | None
+
+    @property
+    def total(self) -> int:
+        return self.offset + len(self.data)
 
 
 def output(conn: Connection, job_id: int) -> StoredOutput | None:
     row = conn.execute(
-        sa.select(jobs.c.output, jobs.c.output_offset, jobs.c.state).where(jobs.c.id == job_id)
+        sa.select(
+            jobs.c.output, jobs.c.output_offset, jobs.c.state, jobs.c.exit_code, jobs.c.last_error
+        ).where(jobs.c.id == job_id)
     ).first()
     if row is None:
         return None
-    return StoredOutput(data=row.output or b"", offset=row.output_offset, state=row.state)
+    return StoredOutput(
+        row.output or b"", row.output_offset, row.state, row.exit_code, row.last_error
+    )
 
 
 def head_waiting_since(conn: Connection, queue: str) -> dt.datetime | None:

@@ -14,7 +14,7 @@ from dramatiq import Broker
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from service import jobs, openapi, queries
@@ -24,6 +24,7 @@ from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
 from service.dispatch import Dispatcher
 from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
+from service.follow import OutputHub, follow
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.schemas import job_to_json, parse_create, parse_edit
@@ -46,6 +47,7 @@ class Services:
     #: None when authentication is off
     tokens: TokenStore | None
     policy: CommandPolicy
+    hub: OutputHub
 
 
 def _services(request: Request) -> Services:
@@ -218,23 +220,41 @@ def _output(engine: Engine, job_id: int) -> queries.StoredOutput:
 
 
 async def job_output(request: Request) -> Response:
+    """The output as text; `?follow=1` streams it until the job is final (SSE when asked)."""
+    services = _services(request)
     job_id = _job_id(request)
     errors: dict[str, list[str]] = {}
     offset = _int_param(request.query_params.get("offset"), "offset", 0, MAX_ID, errors)
+    follow_flag = request.query_params.get("follow", "0")
+    if follow_flag not in ("0", "1", "true", "false"):
+        errors["follow"] = ["must be 1 or 0"]
+    sse = "text/event-stream" in request.headers.get("accept", "")
+    resume = request.headers.get("last-event-id")
+    if sse and resume is not None:
+        offset = _int_param(resume, "Last-Event-ID", 0, MAX_ID, errors)
     if errors:
         raise ValidationFailed(errors)
-    stored = await run_in_threadpool(_output, _services(request).engine, job_id)
+    stored = await run_in_threadpool(_output, services.engine, job_id)
     start = max(offset or 0, stored.offset)
-    data = stored.data[start - stored.offset :]
+    headers = {
+        "X-Output-Offset": str(start),
+        "X-Output-Bytes": str(stored.total),
+        "X-Output-Truncated": "true" if stored.offset > 0 else "false",
+        "X-Job-State": stored.state,
+    }
+    if follow_flag in ("1", "true"):
+
+        async def load() -> queries.StoredOutput:
+            return await run_in_threadpool(_output, services.engine, job_id)
+
+        stream = follow(services.hub, job_id, offset or 0, sse, load)
+        streaming = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        media_type = "text/event-stream" if sse else "text/plain; charset=utf-8"
+        return StreamingResponse(stream, media_type=media_type, headers=headers | streaming)
     return Response(
-        data,
+        stored.data[start - stored.offset :],
         media_type="text/plain; charset=utf-8",
-        headers={
-            "X-Output-Offset": str(start),
-            "X-Output-Bytes": str(stored.offset + len(stored.data)),
-            "X-Output-Truncated": "true" if stored.offset > 0 else "false",
-            "X-Job-State": stored.state,
-        },
+        headers=headers,
     )
 
 

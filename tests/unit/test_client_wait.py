@@ -106,7 +106,9 @@ def test_the_writer_says_when_the_head_of_the_output_was_dropped() -> None:
     assert not writer.ends_line
 
 
-def test_following_polls_from_where_it_is_and_ends_with_the_job() -> None:
+def test_following_streams_again_from_where_it_is_after_a_break_and_ends_with_the_job() -> None:
+    # each scripted answer is a follow stream the server ended early (as a stopping server
+    # does); the last read, once the job is final, is a plain one
     job = ScriptedJob(
         [
             (b"", 0, "queued"),
@@ -121,7 +123,13 @@ def test_following_polls_from_where_it_is_and_ends_with_the_job() -> None:
     assert out.getvalue() == b"one\ntwo\nthree\n"
     assert err.getvalue() == ""
     offsets = [r.rsplit("?", 1)[1] for r in job.requests if "/output" in r]
-    assert offsets == ["", "", "offset=4", "offset=4", "offset=6"]
+    assert offsets == [
+        "follow=1&offset=0",
+        "follow=1&offset=0",
+        "follow=1&offset=4",
+        "follow=1&offset=4",
+        "offset=6",
+    ]
 
 
 def test_following_notes_output_dropped_between_two_reads() -> None:

@@ -1,0 +1,53 @@
+"""Live output of a running attempt: published as the command prints it.
+
+Chunks are gathered as the runner reads them and published once per wake-up of its loop (at
+most one message per read batch, so a flood of output costs a bounded number of messages). A
+follow request (a web process that just subscribed) is answered with the kept tail from the
+offset it asks for: the follower drops what it has seen already, byte offsets tell.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from actors.output import OutputTail
+from service.dispatch import Dispatcher, attempt_end, output_chunk
+
+
+class LivePublisher:
+    def __init__(self, dispatcher: Dispatcher, job_id: int) -> None:
+        self.dispatcher = dispatcher
+        self.job_id = job_id
+        self.tail: OutputTail | None = None
+        self._pending_offset = 0
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def on_chunk(self, offset: int, chunk: bytes) -> None:
+        """OutputTail's listener: called with each chunk as it is read."""
+        with self._lock:
+            if not self._pending:
+                self._pending_offset = offset
+            self._pending.append(chunk)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            offset, data = self._pending_offset, b"".join(self._pending)
+            self._pending.clear()
+        self.dispatcher.publish_output(self.job_id, output_chunk(offset, data))
+
+    def replay(self, offset: int) -> None:
+        """Publish the kept output from byte `offset` (or from the oldest byte kept)."""
+        if self.tail is None:
+            return
+        snapshot = self.tail.snapshot()
+        start = max(offset, snapshot.offset)
+        if start < snapshot.total:
+            data = snapshot.data[start - snapshot.offset :]
+            self.dispatcher.publish_output(self.job_id, output_chunk(start, data))
+
+    def end(self, state: str) -> None:
+        self.flush()
+        self.dispatcher.publish_output(self.job_id, attempt_end(state))

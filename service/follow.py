@@ -1,0 +1,264 @@
+"""Following a job's output live (`GET /jobs/{id}/output?follow=1`), in a web process.
+
+One `OutputHub` per web process holds one Redis pub/sub connection (async, no thread) and
+subscribes to the channel of each job that someone follows, fanning messages out to the
+followers' queues. A follower costs a queue and a socket: no thread, and no database query
+but at its start, at the job's end, and once every `IDLE_CHECK_S` while nothing comes (in case
+an end message was lost). Workers publish what a command prints and the end of each attempt;
+a follower that just subscribed asks the worker for what was printed before (byte offsets
+make the joins exact).
+
+With `Accept: text/event-stream` the stream is Server-Sent Events: an `output` event per chunk
+(its data a JSON string, its `id` the byte offset after it, so `Last-Event-ID` resumes without
+loss or repeat), `gap` when bytes were dropped by the output bound, and a final `end` event with
+the job's state, exit code and last error. Otherwise it is the raw bytes, chunked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+import structlog
+
+from service.dispatch import Dispatcher
+from service.queries import StoredOutput
+from service.states import FINAL
+
+log = structlog.get_logger(__name__)
+
+IDLE_CHECK_S = 15.0
+CLOSED = object()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    state: str
+
+
+Message = Chunk | AttemptEnd | object
+
+
+def parse(message: bytes) -> Chunk | AttemptEnd | None:
+    if message.startswith(b"C"):
+        head, _, data = message.partition(b" ")
+        return Chunk(int(head[1:]), data)
+    if message.startswith(b"E"):
+        return AttemptEnd(message[1:].decode())
+    return None
+
+
+class OutputHub:
+    """The live output subscriptions of one web process."""
+
+    def __init__(self, dispatcher: Dispatcher, redis_url: str | None) -> None:
+        self.dispatcher = dispatcher
+        self.redis_url = redis_url
+        self.followers: dict[int, set[asyncio.Queue[Message]]] = {}
+        self.closed = False
+        self._pubsub: Any = None
+        self._client: aioredis.Redis | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local_listeners: dict[int, Callable[[bytes], None]] = {}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.redis_url is not None:
+            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=None)
+            self._reader = asyncio.create_task(self._read())
+
+    def close(self) -> None:
+        """End every follow stream (the web is shutting down); they end cleanly."""
+        self.closed = True
+        for queues in self.followers.values():
+            for queue in queues:
+                queue.put_nowait(CLOSED)
+
+    async def stop(self) -> None:
+        self.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- subscriptions ----------------------------------------------------------------
+
+    async def subscribe(self, job_id: int) -> asyncio.Queue[Message]:
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        first = job_id not in self.followers
+        self.followers.setdefault(job_id, set()).add(queue)
+        if first:
+            if self.redis_url is None:
+                listener = self._local_listener(job_id)
+                self._local_listeners[job_id] = listener
+                self.dispatcher.subscribe_local_output(job_id, listener)
+            elif self._pubsub is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self._pubsub.subscribe(self.dispatcher.output_channel(job_id))
+        return queue
+
+    async def unsubscribe(self, job_id: int, queue: asyncio.Queue[Message]) -> None:
+        queues = self.followers.get(job_id, set())
+        queues.discard(queue)
+        if queues:
+            return
+        self.followers.pop(job_id, None)
+        listener = self._local_listeners.pop(job_id, None)
+        if listener is not None:
+            self.dispatcher.unsubscribe_local_output(job_id, listener)
+        elif self._pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._pubsub.unsubscribe(self.dispatcher.output_channel(job_id))
+
+    def _local_listener(self, job_id: int) -> Callable[[bytes], None]:
+        loop = self._loop
+        assert loop is not None
+
+        def deliver(message: bytes) -> None:  # called from a worker thread
+            loop.call_soon_threadsafe(self._deliver, job_id, message)
+
+        return deliver
+
+    def _deliver(self, job_id: int, raw: bytes) -> None:
+        message = parse(raw)
+        if message is None:
+            return
+        for queue in self.followers.get(job_id, ()):
+            queue.put_nowait(message)
+
+    async def request_output(self, job_id: int, offset: int) -> None:
+        if self.redis_url is None:
+            await asyncio.to_thread(self.dispatcher.request_output, job_id, offset)
+            return
+        assert self._client is not None
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self._client.publish(self.dispatcher.key("follow"), f"{job_id} {offset}")
+
+    async def _read(self) -> None:
+        """The one reader of this process's pub/sub connection; reconnects after an outage."""
+        assert self._client is not None
+        prefix = self.dispatcher.output_channel(0)[:-1].encode()
+        while True:
+            try:
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                channels = [self.dispatcher.key("hub")]
+                channels += [self.dispatcher.output_channel(job) for job in self.followers]
+                await self._pubsub.subscribe(*channels)
+                while True:
+                    message = await self._pubsub.get_message(timeout=1.0)
+                    if message is None or message["type"] != "message":
+                        continue
+                    channel: bytes = message["channel"]
+                    if channel.startswith(prefix):
+                        self._deliver(int(channel[len(prefix) :]), message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                log.warning("live output unavailable; reconnecting", error=str(exc))
+                self._pubsub = None
+                await asyncio.sleep(1.0)
+
+
+# --- the streams ---------------------------------------------------------------------------
+
+
+Load = Callable[[], Awaitable[StoredOutput]]
+
+
+class _Stream:
+    """One follower: what it has sent, and how to format it."""
+
+    def __init__(self, start: int, sse: bool) -> None:
+        self.sent = start
+        self.sse = sse
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def data(self, offset: int, data: bytes) -> list[bytes]:
+        """The bytes of `data` (at `offset`) not sent yet, as this stream sends them."""
+        out: list[bytes] = []
+        if offset > self.sent:
+            out += self._event("gap", json.dumps({"from": self.sent, "to": offset}), offset)
+            self.sent = offset
+        fresh = data[self.sent - offset :] if offset + len(data) > self.sent else b""
+        if not fresh:
+            return out
+        self.sent += len(fresh)
+        if not self.sse:
+            return [*out, fresh]
+        text = self.decoder.decode(fresh)
+        pending = len(self.decoder.getstate()[0])  # bytes of a character not complete yet
+        if text:
+            out += self._event("output", json.dumps(text), self.sent - pending)
+        return out
+
+    def end(self, stored: StoredOutput) -> list[bytes]:
+        out = self.data(stored.offset, stored.data)
+        result = {
+            "state": stored.state,
+            "exit_code": stored.exit_code,
+            "last_error": stored.last_error,
+        }
+        return out + self._event("end", json.dumps(result), self.sent)
+
+    def _event(self, name: str, data: str, event_id: int) -> list[bytes]:
+        if not self.sse:
+            return []
+        return [f"id: {event_id}\nevent: {name}\ndata: {data}\n\n".encode()]
+
+    def keepalive(self) -> list[bytes]:
+        return [b": keepalive\n\n"] if self.sse else []
+
+
+async def follow(
+    hub: OutputHub, job_id: int, start: int, sse: bool, load: Load
+) -> AsyncIterator[bytes]:
+    """The output of a job from byte `start`, then as it is printed, until the job is final."""
+    stream = _Stream(start, sse)
+    queue = await hub.subscribe(job_id)  # before reading the database: nothing falls between
+    try:
+        stored = await load()
+        if stored.state in FINAL:
+            for part in stream.end(stored):
+                yield part
+            return
+        for part in stream.data(stored.offset, stored.data):
+            yield part
+        await hub.request_output(job_id, stream.sent)
+        while not hub.closed:
+            try:
+                message = await asyncio.wait_for(queue.get(), IDLE_CHECK_S)
+            except TimeoutError:
+                stored = await load()  # an end message may have been lost
+                if stored.state in FINAL:
+                    break
+                for part in stream.keepalive():
+                    yield part
+                continue
+            if isinstance(message, Chunk):
+                for part in stream.data(message.offset, message.data):
+                    yield part
+            elif isinstance(message, AttemptEnd) and message.state in FINAL:
+                break
+            elif message is CLOSED:
+                return
+        if not hub.closed:
+            for part in stream.end(await load()):
+                yield part
+    finally:
+        await hub.unsubscribe(job_id, queue)
