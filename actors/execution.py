@@ -17,7 +17,9 @@ from actors.output import OutputTail
 from service import jobs
 from service.errors import DatabaseUnavailable
 from service.jobs import ClaimedJob, Outcome, OutputSnapshot
+from service.metrics import RECORDER
 from service.policy import CommandNotAllowed
+from service.states import FINAL
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -171,6 +173,9 @@ def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
         tail.write(f"\n--- jobrunner: attempt {job.attempt} ---\n".encode())
     fields = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
     log.info("job started", **fields, state="running", worker=ctx.name)
+    RECORDER.count("jobrunner_jobs_started", job.queue)
+    pickup = (job.claimed_at - job.run_at).total_seconds()
+    RECORDER.observe("jobrunner_pickup_latency_seconds", max(0.0, pickup), job.queue)
     started = time.monotonic()
     try:
         result = _run(ctx, job, command_spec(ctx, job), tail, live)
@@ -193,6 +198,9 @@ def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
     )
     if state is not None:
         live.end(state)
+        RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
+        if state in FINAL:
+            RECORDER.count("jobrunner_jobs_finished", job.queue, state)
     log.info(
         "job finished",
         **fields,

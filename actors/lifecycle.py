@@ -9,6 +9,7 @@ from dramatiq.middleware import Middleware
 from actors.context import WorkerContext
 from actors.monitor import Monitor
 from actors.sweeper import Sweeper
+from service.metrics import RECORDER, Flusher
 
 log = structlog.get_logger(__name__)
 
@@ -21,6 +22,7 @@ class WorkerLifecycle(Middleware):
         self.ctx = ctx
         self.monitor: Monitor | None = None
         self.sweeper: Sweeper | None = None
+        self.metrics: Flusher | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for queue in sorted(worker.consumer_whitelist or ()):
@@ -29,6 +31,10 @@ class WorkerLifecycle(Middleware):
         self.monitor.start()
         self.sweeper = Sweeper(self.ctx)
         self.sweeper.start()
+        if self.ctx.dispatcher.redis is not None:
+            RECORDER.use_redis(self.ctx.dispatcher.redis, self.ctx.dispatcher.key("metrics"))
+        self.metrics = Flusher()
+        self.metrics.start()
         queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
         log.info("worker process ready", worker=self.ctx.name, queues=queues)
 
@@ -42,6 +48,8 @@ class WorkerLifecycle(Middleware):
         self.ctx.begin_shutdown()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.monitor is not None:

@@ -28,6 +28,8 @@ from actors.context import WorkerContext
 from service import jobs, queries
 from service.db import transaction, utcnow
 from service.errors import DatabaseUnavailable
+from service.metrics import RECORDER
+from service.states import FINAL
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +138,8 @@ class Sweeper:
                 worker=lost.worker,
                 state=lost.state,
             )
+            if lost.state in FINAL:
+                RECORDER.count("jobrunner_jobs_finished", lost.queue, lost.state)
 
     def purge(self) -> None:
         deleted = 0

@@ -27,6 +27,7 @@ from service.db import create_engine
 from service.dispatch import Dispatcher
 from service.errors import JobRunnerError, ValidationFailed
 from service.follow import OutputHub
+from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
 from service.routes import Services, routes
 
@@ -79,12 +80,18 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            duration = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "other")
+            RECORDER.count("jobrunner_http_requests", route, scope["method"], str(status))
+            RECORDER.observe(
+                "jobrunner_http_request_duration_seconds", duration, route, scope["method"]
+            )
             state = scope.get("state") or {}
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(duration * 1000, 2),
             }
             for name in ("job_id", "job_state"):  # a job it created or moved, and its state
                 if name in state:
@@ -141,6 +148,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hub = OutputHub(dispatcher, None if settings.uses_stub_broker else settings.redis_url)
         await hub.start()
         _end_streams_on_exit_signals(hub)
+        if dispatcher.redis is not None:
+            RECORDER.use_redis(dispatcher.redis, dispatcher.key("metrics"))
+        flusher = Flusher()
+        flusher.start()
         services = Services(
             settings=settings,
             engine=engine,
@@ -153,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield {"services": services}
         finally:
+            flusher.stop()
             await hub.stop()
             broker.close()
             engine.dispose()

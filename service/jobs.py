@@ -212,6 +212,9 @@ class ClaimedJob:
     queue: str
     output: bytes
     output_offset: int
+    #: when it was due (its creation, or the end of its backoff), and when this attempt began
+    run_at: dt.datetime
+    claimed_at: dt.datetime
 
 
 _CLAIM_COLUMNS = (
@@ -225,6 +228,7 @@ _CLAIM_COLUMNS = (
     jobs.c.timeout,
     jobs.c.output,
     jobs.c.output_offset,
+    jobs.c.run_at,
 )
 
 
@@ -293,6 +297,8 @@ def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
         queue=queue,
         output=row.output or b"",
         output_offset=row.output_offset,
+        run_at=row.run_at,
+        claimed_at=now,
     )
 
 

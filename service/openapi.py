@@ -117,10 +117,6 @@ MAX_ID = 2**63 - 1
 NUL_FREE = "^[^\\u0000]*$"
 NON_BLANK = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$"
 QUEUE = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-#: a run_at year from 1001 to 9998, so that any offset keeps it within a MySQL DATETIME
-RUN_AT_YEAR = (
-    "^(1(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})|[2-8][0-9]{3}|9([0-8][0-9]{2}|9[0-8][0-9]|99[0-8]))-"
-)
 
 
 def _nullable(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
@@ -158,7 +154,7 @@ def _field_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "timeout": {"type": "integer", "minimum": 1, "maximum": settings.max_timeout},
         "max_retries": {"type": "integer", "minimum": 0, "maximum": settings.max_retries_limit},
-        "run_at": {"type": "string", "format": "date-time", "pattern": RUN_AT_YEAR},
+        "run_at": {"type": "string", "format": "date-time"},
         "env": {
             "type": "object",
             "maxProperties": MAX_ENV_VARS,
@@ -386,7 +382,10 @@ def document(settings: Settings) -> dict[str, Any]:
                                     "X-Job-State",
                                 )
                             },
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
                         },
                         "404": ERRORS["404"],
                         "422": INVALID,
@@ -397,7 +396,13 @@ def document(settings: Settings) -> dict[str, Any]:
                             "offset",
                             {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                             "Skip the bytes before this offset",
-                        )
+                        ),
+                        _query(
+                            "follow",
+                            {"type": "string", "enum": ["0", "1", "true", "false"]},
+                            "1: stream the output until the job is final (Server-Sent Events "
+                            "with Accept: text/event-stream)",
+                        ),
                     ],
                 ),
             },
@@ -416,6 +421,19 @@ def document(settings: Settings) -> dict[str, Any]:
                     "security": [],
                     "responses": {"200": {"description": "Ready"}, "503": ERRORS["503"]},
                 }
+            },
+            "/metrics": {
+                "get": _operation(
+                    "metrics",
+                    "Prometheus metrics (text format)",
+                    {
+                        "200": {
+                            "description": "Jobs, queues and HTTP requests of every process",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "503": ERRORS["503"],
+                    },
+                )
             },
             "/openapi.json": {
                 "get": _operation("openapi", "This document", {"200": {"description": "OK"}})

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import redis
 import sqlalchemy as sa
 from dramatiq import Broker
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from service.db import transaction
 from service.dispatch import Dispatcher
 from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
 from service.follow import OutputHub, follow
+from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.schemas import job_to_json, parse_create, parse_edit
@@ -73,6 +75,8 @@ def _submit(services: Services, fields: dict[str, Any], key: str | None) -> tupl
     spec = parse_create(fields, services.settings)
     services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
     job, created = jobs.create(services.engine, spec, key)
+    if created:
+        RECORDER.count("jobrunner_jobs_created", job.queue)
     if created and job.state == State.QUEUED:
         services.dispatcher.notify(job.queue)  # after the commit: a worker must find the row
     return job, created
@@ -190,6 +194,8 @@ def _cancel(services: Services, job_id: int) -> Job:
     job = jobs.cancel(services.engine, job_id)
     if job.state == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
+    else:
+        RECORDER.count("jobrunner_jobs_finished", job.queue, job.state)
     return job
 
 
@@ -297,6 +303,17 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"error": f"{down} unavailable", **checks}, status_code=503)
 
 
+def _metrics(services: Services) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobRunnerCollector(services.engine))
+    return generate_latest(registry)
+
+
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(_metrics, _services(request))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.document(_services(request).settings))
 
@@ -327,5 +344,6 @@ routes = [
     Route("/jobs/{job_id:int}/output", job_output, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi_document, methods=["GET"]),
 ]

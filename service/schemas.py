@@ -33,8 +33,6 @@ MAX_ARGV_ITEMS = 1000
 BLANK = "can't be blank"
 #: what counts as blank: ASCII white space only (the OpenAPI document says the same)
 WHITESPACE = " \t\n\r\f\v"
-#: run_at years: what a MySQL DATETIME holds
-MIN_YEAR, MAX_YEAR = 1000, 9999
 
 
 def is_blank(value: str) -> bool:
@@ -99,16 +97,18 @@ def _check_text(value: str, limit: int) -> str:
 
 
 def parse_time(value: str) -> dt.datetime:
-    """An ISO 8601 time as naive UTC; a time without an offset is taken as UTC."""
+    """An ISO 8601 time as naive UTC; a time without an offset is taken as UTC. At the edges
+    of the calendar an offset cannot move it past, it stays at the first or last instant."""
     try:
         parsed = dt.datetime.fromisoformat(value.strip(WHITESPACE).upper())
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise _error("must be an ISO 8601 time such as 2026-11-27T10:45:20Z") from None
-    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-        raise _error(f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
-    return parsed
+    if parsed.tzinfo is None:
+        return parsed
+    try:
+        return parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        return dt.datetime.min if parsed.year == dt.MINYEAR else dt.datetime.max
 
 
 class JobFields(BaseModel):
@@ -335,7 +335,10 @@ def format_time(value: dt.datetime | None) -> str | None:
     """UTC, ISO 8601 with milliseconds and Z, as API.md section 2 says."""
     if value is None:
         return None
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}"
+        f":{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
 JOB_TIME_FIELDS = (

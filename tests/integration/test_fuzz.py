@@ -54,6 +54,7 @@ def cases(output: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     ("phases", "checks"),
     [

@@ -1,0 +1,233 @@
+"""Prometheus metrics (`GET /metrics`), right with any number of web and worker processes.
+
+Two sources, chosen per metric:
+
+- Events (jobs created, started, finished; pickup latency and run duration; HTTP requests) are
+  counted by the process where they happen, in memory, and added every second into one Redis
+  hash shared by all processes and machines (in process only, with the embedded broker). Any
+  web process serves the totals. They survive process restarts; a Redis restart resets them,
+  which Prometheus' `rate()` takes as a counter reset.
+- State (queue depth, oldest waiting job, running jobs) is read from the database at scrape
+  time: it is the truth, whoever changed it.
+
+prometheus-client renders both (custom collector; the exposition format is its own).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+import structlog
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy.engine import Engine
+
+from service.db import jobs, transaction, utcnow
+from service.states import State
+
+log = structlog.get_logger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+PICKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+#: name -> (help, label names, buckets or None for a counter)
+EVENTS: Mapping[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
+    "jobrunner_jobs_created": ("Jobs created", ("queue",), None),
+    "jobrunner_jobs_started": ("Attempts started", ("queue",), None),
+    "jobrunner_jobs_finished": ("Jobs that reached a final state", ("queue", "state"), None),
+    "jobrunner_pickup_latency_seconds": (
+        "From a job's run_at (its creation, or the end of its backoff) to its attempt's start",
+        ("queue",),
+        PICKUP_BUCKETS,
+    ),
+    "jobrunner_run_duration_seconds": (
+        "How long attempts ran",
+        ("queue", "state"),
+        DURATION_BUCKETS,
+    ),
+    "jobrunner_http_requests": ("HTTP requests", ("route", "method", "status"), None),
+    "jobrunner_http_request_duration_seconds": (
+        "HTTP request latency",
+        ("route", "method"),
+        HTTP_BUCKETS,
+    ),
+}
+
+
+def _key(name: str, labels: Sequence[str], bucket: str = "") -> str:
+    return json.dumps([name, list(labels), bucket], separators=(",", ":"))
+
+
+class Recorder:
+    """Counts events in memory; `flush()` adds them to the shared store."""
+
+    def __init__(self) -> None:
+        self._pending: defaultdict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
+        self.client: redis.Redis | None = None
+        self.hash_key = ""
+        self.local: defaultdict[str, float] | None = defaultdict(float)  # no Redis: kept here
+
+    def use_redis(self, client: redis.Redis, hash_key: str) -> None:
+        self.client, self.hash_key, self.local = client, hash_key, None
+
+    def count(self, name: str, *labels: str, amount: float = 1) -> None:
+        with self._lock:
+            self._pending[_key(name, labels)] += amount
+
+    def observe(self, name: str, value: float, *labels: str) -> None:
+        buckets = EVENTS[name][2] or ()
+        with self._lock:
+            for bound in buckets:
+                if value <= bound:
+                    self._pending[_key(name, labels, repr(float(bound)))] += 1
+            self._pending[_key(name, labels, "+Inf")] += 1
+            self._pending[_key(name, labels, "sum")] += value
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(float)
+        if not pending:
+            return
+        if self.local is not None:
+            for field, amount in pending.items():
+                self.local[field] += amount
+            return
+        assert self.client is not None
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for field, amount in pending.items():
+                    pipe.hincrbyfloat(self.hash_key, field, amount)
+                pipe.execute()
+        except redis.RedisError as exc:
+            with self._lock:  # keep them for the next flush
+                for field, amount in pending.items():
+                    self._pending[field] += amount
+            log.warning("metrics not flushed; will retry", error=str(exc))
+
+    def totals(self) -> dict[str, float]:
+        """Everything counted by every process, as flushed so far."""
+        if self.local is not None:
+            self.flush()
+            return dict(self.local)
+        assert self.client is not None
+        raw = self.client.hgetall(self.hash_key)
+        return {field.decode(): float(value) for field, value in raw.items()}
+
+
+#: the recorder of this process (a web or a worker process)
+RECORDER = Recorder()
+
+
+class Flusher:
+    """A thread flushing the recorder every second."""
+
+    def __init__(self, recorder: Recorder = RECORDER) -> None:
+        self.recorder = recorder
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="jobrunner-metrics", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        self.recorder.flush()
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(FLUSH_INTERVAL_S):
+            self.recorder.flush()
+
+
+# --- scraping ------------------------------------------------------------------------------
+
+
+def _event_metrics(totals: Mapping[str, float]) -> Iterator[Metric]:
+    counters: defaultdict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
+    histograms: defaultdict[str, defaultdict[tuple[str, ...], dict[str, float]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for field, value in totals.items():
+        try:
+            name, labels, bucket = json.loads(field)
+        except ValueError:
+            continue
+        if name not in EVENTS:
+            continue
+        if EVENTS[name][2] is None:
+            counters[name][tuple(labels)] = value
+        else:
+            histograms[name][tuple(labels)][bucket] = value
+    for name, (help_text, label_names, buckets) in EVENTS.items():
+        if buckets is None:
+            family: Metric = CounterMetricFamily(name, help_text, labels=label_names)
+            for labels, value in sorted(counters[name].items()):
+                family.add_metric(list(labels), value)
+        else:
+            family = HistogramMetricFamily(name, help_text, labels=label_names)
+            for labels, values in sorted(histograms[name].items()):
+                points = [(repr(float(b)), values.get(repr(float(b)), 0.0)) for b in buckets]
+                points.append(("+Inf", values.get("+Inf", 0.0)))
+                family.add_metric(list(labels), points, sum_value=values.get("sum", 0.0))
+        yield family
+
+
+WAITING_STATES = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)
+
+
+def _state_metrics(engine: Engine) -> Iterator[Metric]:
+    with transaction(engine) as conn:
+        rows = conn.execute(
+            sa.select(jobs.c.queue, jobs.c.state, sa.func.count(), sa.func.min(jobs.c.run_at))
+            .where(jobs.c.state.in_(WAITING_STATES))
+            .group_by(jobs.c.queue, jobs.c.state)
+        ).all()
+    now = utcnow()
+    jobs_by_state = GaugeMetricFamily(
+        "jobrunner_jobs", "Jobs that are not final, by state", labels=("queue", "state")
+    )
+    depth = GaugeMetricFamily(
+        "jobrunner_queue_depth", "Jobs waiting for a worker", labels=("queue",)
+    )
+    oldest = GaugeMetricFamily(
+        "jobrunner_oldest_waiting_seconds",
+        "How long the oldest job waiting for a worker has waited",
+        labels=("queue",),
+    )
+    running = GaugeMetricFamily("jobrunner_jobs_running", "Attempts running", labels=("queue",))
+    for queue, state, count, first_run_at in rows:
+        jobs_by_state.add_metric([queue, state], count)
+        if state == State.QUEUED:
+            depth.add_metric([queue], count)
+            oldest.add_metric([queue], max(0.0, (now - first_run_at).total_seconds()))
+        elif state == State.RUNNING:
+            running.add_metric([queue], count)
+    yield from (jobs_by_state, depth, oldest, running)
+
+
+class JobRunnerCollector:
+    """prometheus-client collector: events from the shared store, state from the database."""
+
+    def __init__(self, engine: Engine, recorder: Recorder = RECORDER) -> None:
+        self.engine = engine
+        self.recorder = recorder
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _event_metrics(self.recorder.totals())
+        yield from _state_metrics(self.engine)
+
+    def describe(self) -> list[Any]:
+        return []  # collected at scrape time only
