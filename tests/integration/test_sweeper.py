@@ -28,8 +28,10 @@ def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
     )
     broker = StubBroker()
     ctx = WorkerContext(settings, engine, broker, Dispatcher(broker, "sweeper-test"))
-    jobs.create(engine, parse_create({"command": "true", "max_retries": 1}, settings))
-    assert jobs.claim_next(engine, "default", "gone-worker") is not None
+    # a queue of its own: the suite's shared worker, if it runs, must not take the job
+    fields = {"command": "true", "max_retries": 1, "queue": "sweeper_test"}
+    jobs.create(engine, parse_create(fields, settings))
+    assert jobs.claim_next(engine, "sweeper_test", "gone-worker") is not None
     with engine.begin() as conn:  # its worker stopped beating a minute ago
         conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 60 SECOND"))
 
