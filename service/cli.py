@@ -136,9 +136,8 @@ def worker() -> None:
         argv += ["--queues", *settings.worker_queues]
     env = dict(os.environ)
     # A busy process takes no more messages than it has threads: the rest stay in Redis for
-    # idle workers elsewhere. An idle consumer checks Redis at least every 100 ms.
+    # idle workers elsewhere. (An idle consumer blocks on Redis: see actors.broker.)
     env.setdefault("dramatiq_queue_prefetch", str(settings.worker_threads))
-    env.setdefault("dramatiq_worker_timeout", "100")
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)
 
