@@ -31,10 +31,9 @@ WORKDIR /app/src
 COPY pyproject.toml ./
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]))' >/tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt
-# The code, installed editable: service/migrate.py finds migrations/ beside the packages, so the
-# source tree stays whole at /app/src (root-owned, read-only for the service).
+# The code, installed editable from /app/src (root-owned, read-only for the service); the
+# migrations are in service/migrations/.
 COPY README.md ./
-COPY migrations/ migrations/
 COPY actors/ actors/
 COPY service/ service/
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \

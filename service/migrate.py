@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from yoyo import get_backend, read_migrations
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+#: the yoyo migrations, shipped inside the package (no __init__.py: yoyo reads every .py file
+#: there as a migration)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 LOCK_NAME = "jobrunner.migrate"
 LOCK_TIMEOUT_S = 300
 
