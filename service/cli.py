@@ -22,7 +22,7 @@ from service import logs
 from service.auth import create_token, list_tokens, revoke_token
 from service.client_cli import add_commands as add_client_commands
 from service.config import ConfigError, Settings
-from service.db import create_engine
+from service.db import MissingDriver, create_engine, require_driver
 from service.errors import JobRunnerError
 from service.migrate import apply_migrations
 from service.preflight import (
@@ -45,10 +45,13 @@ RUN_MODES = {
 
 
 def _settings() -> Settings:
+    """The settings of a server role (or `token`): one line and exit 1 if they are not usable."""
     try:
-        return Settings.from_environ()
-    except ConfigError as exc:
+        settings = Settings.from_environ()
+        require_driver(settings.database_url)
+    except (ConfigError, MissingDriver) as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
 
 def _ready(settings: Settings, checks: list[Check]) -> None:
