@@ -92,8 +92,14 @@ def _token_store(scope: Scope) -> TokenStore | None:
     return scope["state"]["services"].tokens
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The ASGI app; uvicorn calls it as a factory (`--factory`) in each web process."""
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
+) -> Starlette:
+    """The ASGI app; uvicorn calls it as a factory (`--factory`) in each web process.
+
+    `dispatcher`: the one of an in-process worker to share (`jobrunner dev`: one StubBroker for
+    the web and the worker); by default the app makes its own broker, and closes it at the end.
+    """
     settings = settings or Settings.from_environ()
     logs.configure(settings, process="web")
 
@@ -115,19 +121,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
                 "can run commands"
             )
-        broker = make_broker(settings)
+        shared = dispatcher or Dispatcher(make_broker(settings), settings.redis_namespace)
         services = Services(
             settings=settings,
             engine=engine,
-            broker=broker,
-            dispatcher=Dispatcher(broker, settings.redis_namespace),
+            broker=shared.broker,
+            dispatcher=shared,
             tokens=tokens,
             policy=settings.command_policy,
         )
         try:
             yield {"services": services}
         finally:
-            broker.close()
+            if dispatcher is None:
+                shared.broker.close()
             engine.dispose()
 
     return Starlette(

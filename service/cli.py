@@ -3,6 +3,7 @@
 jobrunner migrate    apply the schema migrations (the `release` role)
 jobrunner web        the HTTP service (uvicorn)
 jobrunner worker     the Dramatiq workers that run the jobs
+jobrunner dev        both in one process, on SQLite (to try it, or develop: no MySQL, no Redis)
 jobrunner            the role named by RUN_MODE (web/http_server, worker/delayed_job, release)
 
 and the client commands of the API (submit, wait, list, show, output, cancel, retry: see
@@ -34,6 +35,8 @@ from service.preflight import (
     wait_until_ready,
 )
 
+#: the SQLite file of `jobrunner dev` (gitignored: *.sqlite3)
+DEV_DB = "jobrunner-dev.sqlite3"
 RUN_MODES = {
     "web": "web",
     "http_server": "web",
@@ -140,6 +143,33 @@ def worker() -> None:
     env.setdefault("dramatiq_worker_timeout", "100")
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)
+
+
+@main.command()
+@click.option(
+    "--db",
+    default=DEV_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The SQLite file (created if missing).",
+)
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(0, 65535)
+)
+def dev(db: str, host: str, port: int) -> None:
+    """Try it here: the web and a worker in one process, on SQLite (no MySQL, no Redis).
+
+    For trying and development; production runs `web` and `worker` on MySQL and Redis.
+    Commands run in JOB_HOME (default: the current folder). Ctrl-C stops it; jobs still
+    queued then run at the next start.
+    """
+    from service import dev as dev_mode  # the web and worker stacks: not for client commands
+
+    try:
+        dev_mode.run(db, host, port)
+    except dev_mode.DevError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
