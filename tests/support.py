@@ -71,7 +71,8 @@ class Process:
         return self.proc.pid
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, signum: int) -> None:
@@ -130,16 +131,17 @@ def start_web(env: dict[str, str], log_dir: Path, port: int | None = None) -> tu
 def start_dev(
     env: dict[str, str],
     log_dir: Path,
-    db: Path,
+    db: Path | None,
     port: int | None = None,
     jobrunner: str = JOBRUNNER,
     cwd: Path | None = None,
     **settings: str,
 ) -> tuple[Process, str]:
-    """`jobrunner dev` on the SQLite file `db`: the web answers once its worker has started."""
+    """`jobrunner dev` on the SQLite file `db` (None: its default): the web answers once its
+    worker has started."""
     port = port or free_port()
-    argv = [jobrunner, "dev", "--db", str(db), "--port", str(port)]
-    log_path = log_dir / f"dev-{db.stem}-{port}.log"
+    argv = [jobrunner, "dev", "--port", str(port)] + (["--db", str(db)] if db else [])
+    log_path = log_dir / f"dev-{db.stem if db else 'default'}-{port}.log"
     proc = Process(argv, dict(env, **settings), log_path, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(proc, url, what="jobrunner dev")
