@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from actors import run_job
 from actors.broker import make_broker, worker_middleware
-from actors.context import WorkerContext
+from actors.context import WorkerContext, worker_name
 from actors.lifecycle import WorkerLifecycle
 from service.config import Settings
 from service.db import create_engine
 from service.dispatch import Dispatcher
 
 
-def build(settings: Settings) -> WorkerContext:
-    """A worker context with its broker set up: the actor declared, the lifecycle hooked in."""
+def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
+    """A worker context with its broker set up: the actor declared, the lifecycle hooked in.
+
+    `name`: the worker's name (`locked_by`) if not `host:pid`."""
     broker = make_broker(settings, middleware=worker_middleware())
     engine = create_engine(
         settings.database_url, pool_size=settings.worker_threads + 3, max_overflow=5
@@ -26,6 +28,7 @@ def build(settings: Settings) -> WorkerContext:
         engine=engine,
         broker=broker,
         dispatcher=Dispatcher(broker, settings.redis_namespace),
+        name=name or worker_name(),
     )
     broker.add_middleware(WorkerLifecycle(ctx))
     run_job.declare(broker, ctx)

@@ -1,11 +1,11 @@
 """Kill orphaned job commands: processes left behind by a worker process that died.
 
 A command runs in its own session, so it survives a worker killed with SIGKILL. Every job
-command carries `JOBRUNNER_WORKER=<host>:<pid>` in its environment; a process on this host
-whose worker pid no longer belongs to a live Dramatiq worker (or `jobrunner dev`, whose worker
-runs in its own process) is an orphan, and its whole process group is killed. Every worker
-process runs this at start and every few seconds, well within the lease timeout after which the
-sweeper may run the job again elsewhere.
+command carries `JOBRUNNER_WORKER=<host>:<pid>` (`<host>:dev-<pid>` for `jobrunner dev`) in its
+environment; a process on this host whose worker pid no longer belongs to a live Dramatiq worker
+(or `jobrunner dev`, whose worker runs in its own process) is an orphan, and its whole process
+group is killed. Every worker process runs this at start and every few seconds, well within the
+lease timeout after which the sweeper may run the job again elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+
+from actors.context import DEV_PREFIX
 
 PROC = Path("/proc")
 MARKER = b"JOBRUNNER_WORKER="
@@ -68,6 +70,7 @@ def find_orphans(hostname: str) -> list[Orphan]:
         env = _environ(entry)
         worker = env.get(b"JOBRUNNER_WORKER", b"").decode(errors="replace")
         host, _, worker_pid = worker.rpartition(":")
+        worker_pid = worker_pid.removeprefix(DEV_PREFIX)
         if host != hostname or not worker_pid.isdigit():
             continue
         if int(worker_pid) == own_pid or is_live_worker(int(worker_pid)):

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.bootstrap import build
-from actors.context import WorkerContext
+from actors.context import WorkerContext, worker_name
 from service import logs
 from service.app import create_app
 from service.auth import create_token, is_stored, revoke_token
@@ -119,7 +119,7 @@ class InProcessWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ctx: WorkerContext = build(settings)
+        self.ctx: WorkerContext = build(settings, name=worker_name(dev=True))
         dramatiq.set_broker(self.ctx.broker)
         self.worker = dramatiq.Worker(
             self.ctx.broker,

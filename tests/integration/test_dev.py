@@ -62,7 +62,7 @@ def test_jobs_left_queued_run_at_the_next_start(
         for n, job_id in enumerate(waiting):
             job = api.wait(job_id)
             assert (job["state"], job["attempts"]) == ("succeeded", 1)
-            assert job["locked_by"].endswith(f":{second.pid}")
+            assert job["locked_by"].endswith(f":dev-{second.pid}")
             assert api.output(job_id) == f"job {n}\n"
         api.wait(blocker["id"], {"running"})
         assert api.http.post(f"/jobs/{blocker['id']}/cancel").status_code == 202
