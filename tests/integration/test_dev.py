@@ -87,13 +87,12 @@ def test_running_jobs_of_a_killed_dev_are_retried_or_failed_after_the_lease(
         wait_for(lambda: len(processes_with(marker)) >= 3, timeout=10, what="the commands")
     first.proc.kill()  # SIGKILL: no shutdown at all; the commands run on in their sessions
     first.proc.wait(timeout=10)
-    assert processes_with(marker), "the commands outlive the killed process"
     assert rows(db) == {retried["id"]: ("running", 1), failed["id"]: ("running", 1)}
 
     second, url = start_dev(dev_env, log_dir, db)
     started.append(second)
-    # the new process's reaper kills the orphans at once; the sweeper gives up their attempts
-    # after the lease timeout (JOBRUNNER_LEASE_TIMEOUT=5 here)
+    # its reaper kills the orphans at once (if no other live worker on this host did it first);
+    # its sweeper gives up their attempts after the lease timeout (JOBRUNNER_LEASE_TIMEOUT=5)
     wait_for(lambda: processes_with(marker) == [], timeout=5, what="the orphans to be killed")
     with Api(url) as api:
         job = api.wait(retried["id"], timeout=30)
