@@ -29,15 +29,14 @@ WORKDIR /app/src
 # The dependencies (and the build backend) as pinned in pyproject.toml, before any code: this
 # layer, the slow one, is rebuilt only when pyproject.toml changes.
 COPY pyproject.toml ./
-RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]))' >/tmp/requirements.txt \
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"] + p["project"]["optional-dependencies"]["mysql"]))' >/tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt
-# The code, installed editable: service/migrate.py finds migrations/ beside the packages, so the
-# source tree stays whole at /app/src (root-owned, read-only for the service).
+# The code, installed editable from /app/src (root-owned, read-only for the service); the
+# migrations are in service/migrations/. The mysql extra (mysqlclient) was installed above.
 COPY README.md ./
-COPY migrations/ migrations/
 COPY actors/ actors/
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e '.[mysql]' \
  && python -m compileall -q service actors
 
 # ---- the image: the virtualenv, the source tree, and mysqlclient's runtime library only -----------

@@ -81,9 +81,17 @@ class RunningJobs:
         return len(self._attempts)
 
 
-def worker_name() -> str:
-    """`host:pid`, as `locked_by` shows it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+#: marks the worker of a `jobrunner dev` process in its name: `host:dev-pid`
+DEV_PREFIX = "dev-"
+
+
+def worker_name(*, dev: bool = False) -> str:
+    """`host:pid` as `locked_by` shows it, or `host:dev-pid` for `jobrunner dev`.
+
+    The prefix also keeps older reapers, which take any pid not of a Dramatiq process for a
+    dead worker's, away from the commands of a dev process on the same host.
+    """
+    return f"{socket.gethostname()}:{DEV_PREFIX if dev else ''}{os.getpid()}"
 
 
 @dataclass

@@ -1,18 +1,22 @@
 """Kill orphaned job commands: processes left behind by a worker process that died.
 
 A command runs in its own session, so it survives a worker killed with SIGKILL. Every job
-command carries `JOBRUNNER_WORKER=<host>:<pid>` in its environment; a process on this host
-whose worker pid no longer belongs to a live Dramatiq worker is an orphan, and its whole
-process group is killed. Every worker process runs this at start and every few seconds, well
-within the lease timeout after which the sweeper may run the job again elsewhere.
+command carries `JOBRUNNER_WORKER=<host>:<pid>` (`<host>:dev-<pid>` for `jobrunner dev`) in its
+environment; a process on this host whose worker pid no longer belongs to a live Dramatiq worker
+(or `jobrunner dev`, whose worker runs in its own process) is an orphan, and its whole process
+group is killed. Every worker process runs this at start and every few seconds, well within the
+lease timeout after which the sweeper may run the job again elsewhere.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+
+from actors.context import DEV_PREFIX
 
 PROC = Path("/proc")
 MARKER = b"JOBRUNNER_WORKER="
@@ -37,14 +41,24 @@ def _environ(pid_dir: Path) -> dict[bytes, bytes]:
     return dict(pairs)
 
 
+def _is_dev(args: list[bytes]) -> bool:
+    """A `jobrunner dev` command line: its worker runs jobs inside the web's process."""
+    return any(
+        program.rsplit(b"/", 1)[-1] == b"jobrunner" and command == b"dev"
+        for program, command in itertools.pairwise(args)
+    )
+
+
 def is_live_worker(pid: int) -> bool:
-    """True if `pid` is a running Dramatiq worker process (not a zombie, not a reused pid)."""
+    """True if `pid` is a running Dramatiq worker process or `jobrunner dev` (not a zombie, not
+    a reused pid)."""
     try:
         cmdline = (PROC / str(pid) / "cmdline").read_bytes()
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return False
-    return b"dramatiq" in cmdline and ") Z " not in stat
+    worker = b"dramatiq" in cmdline or _is_dev(cmdline.split(b"\0"))
+    return worker and ") Z " not in stat
 
 
 def find_orphans(hostname: str) -> list[Orphan]:
@@ -56,8 +70,11 @@ def find_orphans(hostname: str) -> list[Orphan]:
         env = _environ(entry)
         worker = env.get(b"JOBRUNNER_WORKER", b"").decode(errors="replace")
         host, _, worker_pid = worker.rpartition(":")
-        if host != hostname or not worker_pid.isdigit() or is_live_worker(int(worker_pid)):
+        worker_pid = worker_pid.removeprefix(DEV_PREFIX)
+        if host != hostname or not worker_pid.isdigit():
             continue
+        if int(worker_pid) == own_pid or is_live_worker(int(worker_pid)):
+            continue  # this process's own commands, or another live worker's
         try:
             pgid = os.getpgid(int(entry.name))
         except ProcessLookupError:

@@ -120,8 +120,14 @@ def _token_store(scope: Scope) -> TokenStore | None:
     return scope["state"]["services"].tokens
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The ASGI app; uvicorn calls it as a factory (`--factory`) in each web process."""
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None
+) -> Starlette:
+    """The ASGI app; uvicorn calls it as a factory (`--factory`) in each web process.
+
+    `dispatcher`: the one of an in-process worker to share (`jobrunner dev`: one StubBroker for
+    the web and the worker); by default the app makes its own broker, and closes it at the end.
+    """
     settings = settings or Settings.from_environ()
     logs.configure(settings, process="web")
 
@@ -143,20 +149,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
                 "can run commands"
             )
-        broker = make_broker(settings)
-        dispatcher = Dispatcher(broker, settings.redis_namespace)
-        hub = OutputHub(dispatcher, None if settings.uses_stub_broker else settings.redis_url)
+        shared = dispatcher or Dispatcher(make_broker(settings), settings.redis_namespace)
+        hub = OutputHub(shared, None if settings.uses_stub_broker else settings.redis_url)
         await hub.start()
         _end_streams_on_exit_signals(hub)
-        if dispatcher.redis is not None:
-            RECORDER.use_redis(dispatcher.redis, dispatcher.key("metrics"))
+        if shared.redis is not None:
+            RECORDER.use_redis(shared.redis, shared.key("metrics"))
         flusher = Flusher()
         flusher.start()
         services = Services(
             settings=settings,
             engine=engine,
-            broker=broker,
-            dispatcher=dispatcher,
+            broker=shared.broker,
+            dispatcher=shared,
             tokens=tokens,
             policy=settings.command_policy,
             hub=hub,
@@ -166,7 +171,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             flusher.stop()
             await hub.stop()
-            broker.close()
+            if dispatcher is None:
+                shared.broker.close()
             engine.dispose()
 
     return Starlette(

@@ -94,6 +94,11 @@ def has_any_token(engine: Engine, env_tokens: tuple[str, ...]) -> bool:
     return bool(env_tokens) or bool(_stored_digests(engine))
 
 
+def is_stored(engine: Engine, token: str) -> bool:
+    """Whether the database holds this token (by its digest)."""
+    return digest(token) in _stored_digests(engine)
+
+
 # --- checking requests --------------------------------------------------------------------
 
 

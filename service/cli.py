@@ -3,6 +3,7 @@
 jobrunner migrate    apply the schema migrations (the `release` role)
 jobrunner web        the HTTP service (uvicorn)
 jobrunner worker     the Dramatiq workers that run the jobs
+jobrunner dev        both in one process, on SQLite (to try it, or develop: no MySQL, no Redis)
 jobrunner            the role named by RUN_MODE (web/http_server, worker/delayed_job, release)
 
 and the client commands of the API (submit, wait, list, show, output, cancel, retry: see
@@ -23,7 +24,7 @@ from service import logs
 from service.auth import create_token, list_tokens, revoke_token
 from service.client_cli import add_commands as add_client_commands
 from service.config import ConfigError, Settings
-from service.db import create_engine
+from service.db import MissingDriver, create_engine, require_driver
 from service.errors import JobRunnerError
 from service.migrate import apply_migrations
 from service.preflight import (
@@ -35,6 +36,8 @@ from service.preflight import (
     wait_until_ready,
 )
 
+#: the SQLite file of `jobrunner dev` (gitignored: *.sqlite3)
+DEV_DB = "jobrunner-dev.sqlite3"
 RUN_MODES = {
     "web": "web",
     "http_server": "web",
@@ -46,10 +49,13 @@ RUN_MODES = {
 
 
 def _settings() -> Settings:
+    """The settings of a server role (or `token`): one line and exit 1 if they are not usable."""
     try:
-        return Settings.from_environ()
-    except ConfigError as exc:
+        settings = Settings.from_environ()
+        require_driver(settings.database_url)
+    except (ConfigError, MissingDriver) as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
 
 def _ready(settings: Settings, checks: list[Check]) -> None:
@@ -140,6 +146,33 @@ def worker() -> None:
     env.setdefault("dramatiq_queue_prefetch", str(settings.worker_threads))
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)
+
+
+@main.command()
+@click.option(
+    "--db",
+    default=DEV_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The SQLite file (created if missing).",
+)
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(0, 65535)
+)
+def dev(db: str, host: str, port: int) -> None:
+    """Try it here: the web and a worker in one process, on SQLite (no MySQL, no Redis).
+
+    For trying and development; production runs `web` and `worker` on MySQL and Redis.
+    Commands run in JOB_HOME (default: the current folder). Ctrl-C stops it; jobs still
+    queued then run at the next start.
+    """
+    from service import dev as dev_mode  # the web and worker stacks: not for client commands
+
+    try:
+        dev_mode.run(db, host, port)
+    except dev_mode.DevError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -72,6 +72,26 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+class MissingDriver(RuntimeError):
+    """DATABASE_URL names MySQL, but mysqlclient (the `mysql` extra) is not installed."""
+
+
+def require_driver(database_url: str) -> None:
+    """Raise MissingDriver, with a one-line message that says what to do, when the database
+    of this URL needs a driver that is not installed."""
+    url = make_url(database_url)
+    if url.get_backend_name() not in ("mysql", "mariadb"):
+        return
+    try:
+        import MySQLdb  # noqa: F401  (mysqlclient)
+    except ImportError as exc:
+        where = url.render_as_string(hide_password=True)
+        raise MissingDriver(
+            f"DATABASE_URL is a MySQL database ({where}), but its driver is not installed "
+            f"({exc}): pip install 'http-job-runner[mysql]'; or try `jobrunner dev` (SQLite)"
+        ) from None
+
+
 def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
     """An engine for MySQL/MariaDB (mysqlclient) or SQLite, set up for this service."""
     url = make_url(database_url)
@@ -80,6 +100,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int =
         return _create_sqlite_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     if backend not in ("mysql", "mariadb"):
         raise ValueError(f"unsupported database {backend!r}: use mysql+mysqldb:// or sqlite://")
+    require_driver(database_url)
     if "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
     return sa.create_engine(

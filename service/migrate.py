@@ -15,7 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from yoyo import get_backend, read_migrations
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from service.db import require_driver
+
+#: the yoyo migrations, shipped inside the package (no __init__.py: yoyo reads every .py file
+#: there as a migration)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 LOCK_NAME = "jobrunner.migrate"
 LOCK_TIMEOUT_S = 300
 
@@ -76,6 +80,7 @@ def _server_lock(database_url: str) -> Iterator[None]:
 
 def apply_migrations(database_url: str) -> list[str]:
     """Bring the schema up to date; return the ids of the migrations applied now."""
+    require_driver(database_url)
     _ensure_database(database_url)
     with _server_lock(database_url):
         backend = get_backend(_yoyo_url(database_url))

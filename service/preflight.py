@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from actors.broker import make_redis_client
 from service.auth import has_any_token
 from service.config import Settings
+from service.db import MissingDriver, require_driver
 from service.errors import DatabaseUnavailable
 from service.migrate import pending_migrations
 
@@ -42,7 +43,10 @@ def check_database(settings: Settings) -> None:
         backend = make_url(settings.database_url).get_backend_name()
         if backend not in ("mysql", "mariadb", "sqlite"):
             raise ValueError(f"{backend} is not supported: use mysql+mysqldb:// (or sqlite://)")
+        require_driver(settings.database_url)
         engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    except MissingDriver as exc:
+        raise StartupError(str(exc)) from None
     except Exception as exc:
         raise StartupError(f"DATABASE_URL is not usable ({where}): {_first_line(exc)}") from None
     try:

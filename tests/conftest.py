@@ -3,6 +3,11 @@
 Unit tests use none of these. Integration tests get a freshly emptied `jobs` table, a web
 server (uvicorn, `jobrunner web`) and a shared worker (`jobrunner worker`) serving the queues
 in SHARED_QUEUES; tests that need their own worker start one on a queue of their own.
+
+The `api` and `worked_api` fixtures serve a backend: `stack` (the above, MariaDB and Redis) by
+default; tests marked `@both_backends` run once more against `dev`: `jobrunner dev` processes
+(web and worker in one, SQLite, in-process broker), one whose worker serves no queue of the
+tests (for `api`: jobs stay waiting) and one whose worker serves every queue (`worked_api`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sqlalchemy as sa
 
 from service.db import create_engine
 from service.migrate import apply_migrations
-from tests.support import TEST_TOKEN, Api, Process, start_web, start_worker
+from tests.support import TEST_TOKEN, Api, Process, start_dev, start_web, start_worker
 
 MYSQL_SERVER = os.environ.get("TEST_MYSQL_URL", "mysql+mysqldb://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -152,8 +157,7 @@ def shared_worker(base_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
     proc.stop()
 
 
-@pytest.fixture
-def clean_db(engine: sa.Engine, scratch: Path) -> None:
+def empty_jobs(engine: sa.Engine, scratch: Path) -> None:
     """An empty jobs table, and empty stamp and count files."""
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM jobs")
@@ -164,13 +168,85 @@ def clean_db(engine: sa.Engine, scratch: Path) -> None:
 
 
 @pytest.fixture
-def api(web: str, clean_db: None) -> Iterator[Api]:
-    client = Api(web)
+def clean_db(engine: sa.Engine, scratch: Path) -> None:
+    """An empty jobs table (MariaDB), and empty stamp and count files."""
+    empty_jobs(engine, scratch)
+
+
+@pytest.fixture(scope="session")
+def dev_env(base_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the `jobrunner dev` processes: no DATABASE_URL, no REDIS_URL."""
+    return {k: v for k, v in base_env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+
+
+class DevServer:
+    """A `jobrunner dev` process, its URL, and an engine on its SQLite file."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, db: Path, **settings: str) -> None:
+        self.proc, self.url = start_dev(env, log_dir, db, **settings)
+        self.engine = create_engine(f"sqlite:///{db}")
+
+    def stop(self) -> None:
+        self.proc.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def dev_idle(
+    dev_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevServer]:
+    """`jobrunner dev` whose worker serves only a queue no test uses: jobs stay waiting."""
+    server = DevServer(
+        dev_env, log_dir, tmp_path_factory.mktemp("dev") / "idle.sqlite3", WORKER_QUEUES="idle"
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dev_worked(
+    dev_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevServer]:
+    """`jobrunner dev` whose worker serves every queue."""
+    server = DevServer(dev_env, log_dir, tmp_path_factory.mktemp("dev") / "worked.sqlite3")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """`stack` (jobrunner web and worker, MariaDB, Redis) unless parametrized (both_backends)."""
+    return getattr(request, "param", "stack")
+
+
+def _client(url: str, engine: sa.Engine, scratch: Path) -> Iterator[Api]:
+    empty_jobs(engine, scratch)
+    client = Api(url)
     yield client
     client.http.close()
 
 
 @pytest.fixture
-def worked_api(api: Api, shared_worker: Process) -> Api:
-    """The API with the shared worker running."""
-    return api
+def api(backend: str, request: pytest.FixtureRequest, scratch: Path) -> Iterator[Api]:
+    """The API of the backend, on an empty database, with no worker serving the tests' queues
+    (unless `worked_api` started the shared one)."""
+    if backend == "dev":
+        server: DevServer = request.getfixturevalue("dev_idle")
+        yield from _client(server.url, server.engine, scratch)
+    else:
+        yield from _client(
+            request.getfixturevalue("web"), request.getfixturevalue("engine"), scratch
+        )
+
+
+@pytest.fixture
+def worked_api(backend: str, request: pytest.FixtureRequest, scratch: Path) -> Iterator[Api]:
+    """The API of the backend, on an empty database, with a worker serving the tests' queues."""
+    if backend == "dev":
+        server: DevServer = request.getfixturevalue("dev_worked")
+        yield from _client(server.url, server.engine, scratch)
+    else:
+        engine = request.getfixturevalue("engine")
+        empty_jobs(engine, scratch)  # before the shared worker starts: nothing left to run
+        request.getfixturevalue("shared_worker")
+        yield from _client(request.getfixturevalue("web"), engine, scratch)

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 JOBRUNNER = str(Path(sys.executable).with_name("jobrunner"))
 #: the token every test server accepts (JOBRUNNER_API_TOKENS in the tests' environment)
 TEST_TOKEN = "jr_test-token-for-the-suite"
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 FINAL = {"succeeded", "failed", "cancelled"}
+#: the `backend` of the `api` and `worked_api` fixtures (see tests/conftest.py): `jobrunner web`
+#: and `jobrunner worker` on MariaDB and Redis, or `jobrunner dev` (SQLite, in-process broker)
+BACKENDS = ["stack", "dev"]
+#: run a test that takes `api` or `worked_api` against both backends
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 T = TypeVar("T")
 
 
@@ -45,12 +51,19 @@ def wait_for(
 class Process:
     """A role process (`jobrunner web`, `jobrunner worker`) in its own session, logged to a file."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -58,7 +71,8 @@ class Process:
         return self.proc.pid
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, signum: int) -> None:
@@ -92,20 +106,45 @@ class Process:
         return self.proc.returncode
 
 
-def start_web(env: dict[str, str], log_dir: Path, port: int | None = None) -> tuple[Process, str]:
-    port = port or free_port()
-    proc = Process([JOBRUNNER, "web"], dict(env, PORT=str(port)), log_dir / f"web-{port}.log")
-    url = f"http://127.0.0.1:{port}"
+def wait_healthy(proc: Process, url: str, what: str = "the web server") -> None:
+    """Wait until `url` answers GET /healthz; fail at once, with its log, if `proc` exits."""
 
     def healthy() -> bool:
         if proc.proc.poll() is not None:
-            raise AssertionError(f"web exited with {proc.proc.returncode}:\n{proc.output()}")
+            raise AssertionError(f"{what} exited with {proc.proc.returncode}:\n{proc.output()}")
         try:
             return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, timeout=20, what="the web server")
+    wait_for(healthy, timeout=20, what=what)
+
+
+def start_web(env: dict[str, str], log_dir: Path, port: int | None = None) -> tuple[Process, str]:
+    port = port or free_port()
+    proc = Process([JOBRUNNER, "web"], dict(env, PORT=str(port)), log_dir / f"web-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url)
+    return proc, url
+
+
+def start_dev(
+    env: dict[str, str],
+    log_dir: Path,
+    db: Path | None,
+    port: int | None = None,
+    jobrunner: str = JOBRUNNER,
+    cwd: Path | None = None,
+    **settings: str,
+) -> tuple[Process, str]:
+    """`jobrunner dev` on the SQLite file `db` (None: its default): the web answers once its
+    worker has started."""
+    port = port or free_port()
+    argv = [jobrunner, "dev", "--port", str(port)] + (["--db", str(db)] if db else [])
+    log_path = log_dir / f"dev-{db.stem if db else 'default'}-{port}.log"
+    proc = Process(argv, dict(env, **settings), log_path, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url, what="jobrunner dev")
     return proc, url
 
 

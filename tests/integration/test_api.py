@@ -1,4 +1,5 @@
-"""The HTTP API against a real uvicorn server and MariaDB (no worker: jobs stay waiting)."""
+"""The HTTP API against real servers (no worker on the tests' queues: jobs stay waiting), each
+test twice: `jobrunner web` on MariaDB and Redis, and `jobrunner dev` on SQLite."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import datetime as dt
 import httpx
 import pytest
 
-from tests.support import AUTH, Api
+from tests.support import AUTH, Api, both_backends
+
+pytestmark = both_backends
 
 JOB_FIELDS = {
     "id",

@@ -32,8 +32,10 @@ def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
     fields = {"command": "true", "max_retries": 1, "queue": "sweeper_test"}
     jobs.create(engine, parse_create(fields, settings))
     assert jobs.claim_next(engine, "sweeper_test", "gone-worker") is not None
-    with engine.begin() as conn:  # its worker stopped beating a minute ago
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 60 SECOND"))
+    # its worker stopped beating 3 s ago: stale for this sweeper (lease 0.6 s), not yet for the
+    # shared worker's, which may run meanwhile on the same database (lease 5 s)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 3 SECOND"))
 
     sweeper = Sweeper(ctx)
     sweeper.seen_database_since = time.monotonic()  # it just took over, or the database is back

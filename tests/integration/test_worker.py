@@ -1,4 +1,5 @@
-"""Jobs run by real `dramatiq` worker processes against MariaDB and Redis."""
+"""Jobs run by real `dramatiq` worker processes against MariaDB and Redis; those marked
+`@both_backends` also by the in-process worker of `jobrunner dev` (SQLite)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from actors.broker import make_broker
 from service.config import Settings
 from service.dispatch import Dispatcher
-from tests.support import Api, Process, processes_with, start_worker, wait_for
+from tests.support import Api, Process, both_backends, processes_with, start_worker, wait_for
 
 
 def stamps(scratch: Path) -> list[tuple[int, int, str, float]]:
@@ -35,6 +36,7 @@ def own_worker(base_env: dict[str, str], log_dir: Path) -> Iterator[list[Process
         proc.stop()
 
 
+@both_backends
 def test_hello_world_runs_in_job_home(worked_api: Api, job_home: Path) -> None:
     response = worked_api.http.post("/jobs", data={"job[command]": "bin/hello_world.sh"})
     job = worked_api.wait(response.json()["id"])
@@ -46,6 +48,7 @@ def test_hello_world_runs_in_job_home(worked_api: Api, job_home: Path) -> None:
     assert worked_api.output(pwd["id"]) == f"{job_home}\n"
 
 
+@both_backends
 def test_the_command_gets_a_clean_environment_plus_its_own(worked_api: Api, job_home: Path) -> None:
     job = worked_api.submit(command="env | sort", env={"GREETING": "hi there"})
     assert worked_api.wait(job["id"])["state"] == "succeeded"
@@ -62,12 +65,14 @@ def test_the_command_gets_a_clean_environment_plus_its_own(worked_api: Api, job_
         assert secret not in env
 
 
+@both_backends
 def test_argv_runs_without_a_shell(worked_api: Api) -> None:
     job = worked_api.submit(argv=["echo", "$HOME", "a;b", "`id`"])
     assert worked_api.wait(job["id"])["state"] == "succeeded"
     assert worked_api.output(job["id"]) == "$HOME a;b `id`\n"
 
 
+@both_backends
 def test_a_failing_command_fails_with_its_exit_status(worked_api: Api) -> None:
     job = worked_api.wait(worked_api.submit(command="echo oops >&2; exit 3")["id"])
     assert (job["state"], job["exit_code"], job["last_error"]) == ("failed", 3, "exit status 3")
@@ -75,6 +80,7 @@ def test_a_failing_command_fails_with_its_exit_status(worked_api: Api) -> None:
     assert worked_api.output(job["id"]) == "oops\n"
 
 
+@both_backends
 def test_a_program_that_cannot_start(worked_api: Api) -> None:
     job = worked_api.wait(worked_api.submit(argv=["/no/such/program"])["id"])
     assert job["state"] == "failed"
@@ -82,6 +88,7 @@ def test_a_program_that_cannot_start(worked_api: Api) -> None:
     assert job["exit_code"] is None
 
 
+@both_backends
 def test_retries_with_backoff_until_success(worked_api: Api, scratch: Path) -> None:
     job = worked_api.submit(command="bin/flaky.sh 3", max_retries=3)
     seen = {worked_api.wait(job["id"], {"retrying", "succeeded", "failed"})["state"]}
@@ -94,11 +101,13 @@ def test_retries_with_backoff_until_success(worked_api: Api, scratch: Path) -> N
     assert "--- jobrunner: attempt 3 ---" in output
 
 
+@both_backends
 def test_retries_stop_at_max_retries(worked_api: Api) -> None:
     job = worked_api.wait(worked_api.submit(command="bin/flaky.sh 9", max_retries=1)["id"])
     assert (job["state"], job["attempts"], job["last_error"]) == ("failed", 2, "exit status 1")
 
 
+@both_backends
 def test_backoff_grows_exponentially(worked_api: Api, scratch: Path) -> None:
     job = worked_api.submit(command="bin/stamp.sh; exit 1", max_retries=3)
     assert worked_api.wait(job["id"], timeout=30)["attempts"] == 4
@@ -110,6 +119,7 @@ def test_backoff_grows_exponentially(worked_api: Api, scratch: Path) -> None:
         assert gap >= 0.2 * 2 ** (attempt - 1) * 0.8, gaps
 
 
+@both_backends
 def test_timeout_kills_the_grandchildren(worked_api: Api) -> None:
     marker = f"sleep 7{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=f"{marker} & {marker}; echo never", timeout=1)
@@ -119,6 +129,7 @@ def test_timeout_kills_the_grandchildren(worked_api: Api) -> None:
     wait_for(lambda: processes_with(marker) == [], timeout=3, what="no grandchild left")
 
 
+@both_backends
 def test_cancel_reaches_the_running_command_and_its_grandchildren(worked_api: Api) -> None:
     marker = f"sleep 8{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=f"{marker} & {marker}; echo never")
@@ -133,6 +144,7 @@ def test_cancel_reaches_the_running_command_and_its_grandchildren(worked_api: Ap
     wait_for(lambda: processes_with(marker) == [], timeout=3, what="no grandchild left")
 
 
+@both_backends
 def test_delete_stops_a_running_command(worked_api: Api) -> None:
     marker = f"sleep 9{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=marker)
@@ -142,6 +154,7 @@ def test_delete_stops_a_running_command(worked_api: Api) -> None:
     assert worked_api.http.get(f"/jobs/{job['id']}").status_code == 404
 
 
+@both_backends
 def test_huge_output_keeps_the_end_and_says_so(worked_api: Api) -> None:
     job = worked_api.submit(command="head -c 3000000 /dev/zero | tr '\\0' x; echo; echo THE END")
     final = worked_api.wait(job["id"])
@@ -155,6 +168,7 @@ def test_huge_output_keeps_the_end_and_says_so(worked_api: Api) -> None:
     assert int(response.headers["x-output-offset"]) == final["output_bytes"] - 1024 * 1024
 
 
+@both_backends
 def test_output_is_readable_while_the_job_runs(worked_api: Api) -> None:
     job = worked_api.submit(command="echo first; sleep 3; echo second")
     printed = time.monotonic()
@@ -164,6 +178,7 @@ def test_output_is_readable_while_the_job_runs(worked_api: Api) -> None:
     worked_api.http.post(f"/jobs/{job['id']}/cancel")
 
 
+@both_backends
 def test_a_scheduled_job_runs_at_its_time(worked_api: Api) -> None:
     run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
     job = worked_api.submit(command="true", run_at=run_at.isoformat())

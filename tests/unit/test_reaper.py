@@ -8,6 +8,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from actors import reaper
 from tests.support import processes_with, wait_for
 
@@ -25,10 +27,11 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_kills_the_group_of_a_command_whose_worker_is_dead() -> None:
+@pytest.mark.parametrize("prefix", ["", "dev-"])
+def test_kills_the_group_of_a_command_whose_worker_is_dead(prefix: str) -> None:
     marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
     host = socket.gethostname()
-    orphan = spawn(marker, f"{host}:{dead_pid()}")
+    orphan = spawn(marker, f"{host}:{prefix}{dead_pid()}")
     wait_for(lambda: len(processes_with(marker)) == 3, timeout=5, what="the command")
     found = reaper.reap(host)
     assert any(o.pgid == orphan.pid and o.job_id == "42" for o in found)
@@ -39,17 +42,25 @@ def test_kills_the_group_of_a_command_whose_worker_is_dead() -> None:
 def test_leaves_commands_of_live_workers_and_of_other_hosts() -> None:
     marker = f"sleep 7{uuid.uuid4().int % 1000:03d}"
     host = socket.gethostname()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "dramatiq"])
-    mine = spawn(marker, f"{host}:{live.pid}")
-    elsewhere = spawn(marker, f"another-host:{dead_pid()}")
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    live = subprocess.Popen([*sleep, "dramatiq"])
+    dev = subprocess.Popen([*sleep, "/usr/local/bin/jobrunner", "dev", "--port", "8001"])
+    kept = [
+        spawn(marker, f"{host}:{live.pid}"),
+        spawn(marker, f"{host}:dev-{dev.pid}"),  # `jobrunner dev` runs its jobs itself
+        spawn(marker, f"{host}:{dev.pid}"),
+        spawn(marker, f"{host}:{os.getpid()}"),  # this process's own commands
+        spawn(marker, f"another-host:{dead_pid()}"),
+    ]
     try:
-        wait_for(lambda: len(processes_with(marker)) == 6, timeout=5, what="the commands")
+        wait_for(lambda: len(processes_with(marker)) == 15, timeout=5, what="the commands")
         found = reaper.reap(host)
-        assert all(o.pgid not in (mine.pid, elsewhere.pid) for o in found)
-        assert len(processes_with(marker)) == 6
+        assert all(o.pgid not in {proc.pid for proc in kept} for o in found)
+        assert len(processes_with(marker)) == 15
     finally:
-        for proc in (mine, elsewhere):
+        for proc in kept:
             os.killpg(proc.pid, 9)
             proc.wait()
-        live.kill()
-        live.wait()
+        for proc in (live, dev):
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,35 @@
+"""Assembling a worker: its engine, broker and dispatcher, the actor, the lifecycle middleware.
+
+Free of side effects on import, unlike `actors.worker` (the module the `dramatiq` command loads),
+so that `jobrunner dev` can build a worker inside the web's process.
+"""
+
+from __future__ import annotations
+
+from actors import run_job
+from actors.broker import make_broker, worker_middleware
+from actors.context import WorkerContext, worker_name
+from actors.lifecycle import WorkerLifecycle
+from service.config import Settings
+from service.db import create_engine
+from service.dispatch import Dispatcher
+
+
+def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
+    """A worker context with its broker set up: the actor declared, the lifecycle hooked in.
+
+    `name`: the worker's name (`locked_by`) if not `host:pid`."""
+    broker = make_broker(settings, middleware=worker_middleware())
+    engine = create_engine(
+        settings.database_url, pool_size=settings.worker_threads + 3, max_overflow=5
+    )
+    ctx = WorkerContext(
+        settings=settings,
+        engine=engine,
+        broker=broker,
+        dispatcher=Dispatcher(broker, settings.redis_namespace),
+        name=name or worker_name(),
+    )
+    broker.add_middleware(WorkerLifecycle(ctx))
+    run_job.declare(broker, ctx)
+    return ctx
