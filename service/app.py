@@ -30,6 +30,7 @@ from service.follow import OutputHub
 from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
 from service.routes import Services, routes
+from service.submit import Submitter
 
 log = structlog.get_logger("service.http")
 
@@ -157,6 +158,8 @@ def create_app(
             RECORDER.use_redis(shared.redis, shared.key("metrics"))
         flusher = Flusher()
         flusher.start()
+        submitter = Submitter(engine, shared)
+        submitter.start()
         services = Services(
             settings=settings,
             engine=engine,
@@ -165,10 +168,12 @@ def create_app(
             tokens=tokens,
             policy=settings.command_policy,
             hub=hub,
+            submitter=submitter,
         )
         try:
             yield {"services": services}
         finally:
+            submitter.stop()
             flusher.stop()
             await hub.stop()
             if dispatcher is None:

@@ -109,6 +109,7 @@ class TokenStore:
         self.engine = engine
         self.env_digests = frozenset(digest(token) for token in env_tokens)
         self.stored: frozenset[str] = frozenset()
+        self.known = self.env_digests
         self.read_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -118,6 +119,7 @@ class TokenStore:
                 return
             try:
                 self.stored = await run_in_threadpool(_stored_digests, self.engine)
+                self.known = self.env_digests | self.stored
                 self.read_at = time.monotonic()
             except DatabaseUnavailable:
                 # keep the last known tokens: an outage must not lock everybody out
@@ -128,7 +130,7 @@ class TokenStore:
             await self._refresh()
         candidate = digest(token)
         matched = False
-        for known in self.env_digests | self.stored:  # no early exit: same time whatever matches
+        for known in self.known:  # no early exit: the same time whatever matches
             matched |= hmac.compare_digest(candidate, known)
         return matched
 

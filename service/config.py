@@ -67,7 +67,7 @@ class Settings:
     job_home: Path = field(default_factory=Path.cwd)
     host: str = "127.0.0.1"
     port: int = 8000
-    web_concurrency: int = 1
+    web_concurrency: int = 2
     worker_processes: int = 2
     worker_threads: int = 4
     #: queues a worker serves; empty means every queue, including ones created later
@@ -146,7 +146,7 @@ class Settings:
             job_home=job_home,
             host=env.get("HOST", "").strip() or "127.0.0.1",
             port=_int(env, "PORT", 8000, minimum=1),
-            web_concurrency=_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
             worker_processes=_int(env, "WORKER_PROCESSES", 2, minimum=1),
             worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
             worker_queues=queues,

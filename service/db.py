@@ -28,8 +28,8 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("command", sa.Text, nullable=False),
-    sa.Column("argv", sa.JSON, nullable=True),
-    sa.Column("env", sa.JSON, nullable=True),
+    sa.Column("argv", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("env", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("queue", sa.String(64), nullable=False),
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
@@ -110,6 +110,9 @@ def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int =
         pool_timeout=10,
         pool_recycle=1800,
         pool_pre_ping=True,
+        # every checkout ends its transaction (commit or rollback) before the connection goes
+        # back: the pool's own ROLLBACK on return would be one more round trip for nothing
+        pool_reset_on_return=None,
         # Each statement sees the latest committed data: a worker's poll for a cancel flag
         # must not keep reading an old snapshot.
         isolation_level="READ COMMITTED",

@@ -66,14 +66,14 @@ def _require(conn: Connection, job_id: int) -> Job:
 # --- clients ------------------------------------------------------------------------------
 
 
-def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Store a new job; with an idempotency key already used, return that job instead.
+#: built once: the hot path of POST /jobs executes them with new values only
+INSERT_JOB = jobs.insert()
+INSERT_JOBS = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
 
-    Returns the job and whether it was created now.
-    """
-    now = utcnow()
+
+def _new_job(spec: JobSpec, now: dt.datetime, idempotency_key: str | None) -> dict[str, Any]:
     run_at = spec.run_at or now
-    values: dict[str, Any] = {
+    return {
         "command": spec.command,
         "argv": spec.argv,
         "env": spec.env,
@@ -91,6 +91,14 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
         "output_offset": 0,
         "output_bytes": 0,
     }
+
+
+def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Store a new job; with an idempotency key already used, return that job instead.
+
+    Returns the job and whether it was created now.
+    """
+    values = _new_job(spec, utcnow(), idempotency_key)
     if idempotency_key is not None:
         with transaction(engine) as conn:
             existing = queries.get_by_idempotency_key(conn, idempotency_key)
@@ -98,7 +106,7 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
             return existing, False
     try:
         with transaction(engine) as conn:
-            job_id = conn.execute(jobs.insert().values(values)).inserted_primary_key[0]
+            job_id = conn.execute(INSERT_JOB, values).inserted_primary_key[0]
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -108,6 +116,15 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
             raise
         return existing, False
     return Job.from_values(job_id, values), True
+
+
+def create_many(engine: Engine, specs: Sequence[JobSpec]) -> list[Job]:
+    """Store several new jobs (without idempotency keys) in one statement and one commit."""
+    now = utcnow()
+    rows = [_new_job(spec, now, None) for spec in specs]
+    with transaction(engine) as conn:
+        ids = conn.execute(INSERT_JOBS, rows).scalars().all()
+    return [Job.from_values(job_id, values) for job_id, values in zip(ids, rows, strict=True)]
 
 
 def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:

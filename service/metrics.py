@@ -15,10 +15,13 @@ prometheus-client renders both (custom collector; the exposition format is its o
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
@@ -66,8 +69,16 @@ EVENTS: Mapping[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
 }
 
 
-def _key(name: str, labels: Sequence[str], bucket: str = "") -> str:
+@functools.cache
+def _key(name: str, labels: tuple[str, ...], bucket: str = "") -> str:
+    """The store's field of a counter, or of one histogram bucket (not cumulative)."""
     return json.dumps([name, list(labels), bucket], separators=(",", ":"))
+
+
+@functools.cache
+def _bounds(name: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    buckets = EVENTS[name][2] or ()
+    return buckets, (*(repr(float(b)) for b in buckets), "+Inf")
 
 
 class Recorder:
@@ -84,17 +95,17 @@ class Recorder:
         self.client, self.hash_key, self.local = client, hash_key, None
 
     def count(self, name: str, *labels: str, amount: float = 1) -> None:
+        key = _key(name, labels)
         with self._lock:
-            self._pending[_key(name, labels)] += amount
+            self._pending[key] += amount
 
     def observe(self, name: str, value: float, *labels: str) -> None:
-        buckets = EVENTS[name][2] or ()
+        buckets, names = _bounds(name)
+        bucket = _key(name, labels, names[bisect.bisect_left(buckets, value)])
+        total = _key(name, labels, "sum")
         with self._lock:
-            for bound in buckets:
-                if value <= bound:
-                    self._pending[_key(name, labels, repr(float(bound)))] += 1
-            self._pending[_key(name, labels, "+Inf")] += 1
-            self._pending[_key(name, labels, "sum")] += value
+            self._pending[bucket] += 1
+            self._pending[total] += value
 
     def flush(self) -> None:
         with self._lock:
@@ -178,9 +189,10 @@ def _event_metrics(totals: Mapping[str, float]) -> Iterator[Metric]:
                 family.add_metric(list(labels), value)
         else:
             family = HistogramMetricFamily(name, help_text, labels=label_names)
+            bucket_names = _bounds(name)[1]
             for labels, values in sorted(histograms[name].items()):
-                points = [(repr(float(b)), values.get(repr(float(b)), 0.0)) for b in buckets]
-                points.append(("+Inf", values.get("+Inf", 0.0)))
+                cumulative = list(itertools.accumulate(values.get(b, 0.0) for b in bucket_names))
+                points = list(zip(bucket_names, cumulative, strict=True))
                 family.add_metric(list(labels), points, sum_value=values.get("sum", 0.0))
         yield family
 

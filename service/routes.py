@@ -31,6 +31,7 @@ from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.schemas import job_to_json, parse_create, parse_edit
 from service.states import State
+from service.submit import Submitter
 
 MAX_ID = 2**63 - 1
 MAX_LIST_LIMIT = 1000
@@ -50,6 +51,7 @@ class Services:
     tokens: TokenStore | None
     policy: CommandPolicy
     hub: OutputHub
+    submitter: Submitter
 
 
 def _services(request: Request) -> Services:
@@ -71,24 +73,15 @@ def _job_response(job: Job, status_code: int = 200, **headers: str) -> JSONRespo
 # --- jobs ---------------------------------------------------------------------------------
 
 
-def _submit(services: Services, fields: dict[str, Any], key: str | None) -> tuple[Job, bool]:
-    spec = parse_create(fields, services.settings)
-    services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
-    job, created = jobs.create(services.engine, spec, key)
-    if created:
-        RECORDER.count("jobrunner_jobs_created", job.queue)
-    if created and job.state == State.QUEUED:
-        services.dispatcher.notify(job.queue)  # after the commit: a worker must find the row
-    return job, created
-
-
 async def create_job(request: Request) -> Response:
     services = _services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
     fields = await read_job_fields(request, services.settings.max_body_size)
-    job, created = await run_in_threadpool(_submit, services, fields, key)
+    spec = parse_create(fields, services.settings)
+    services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
+    job, created = await services.submitter.submit(spec, key)
     request.state.job_id = job.id
     request.state.job_state = job.state if created else "existing"
     return _job_response(job, 201 if created else 200, Location=f"/jobs/{job.id}")
