@@ -92,18 +92,16 @@ def follow_reader(url: str, token: str, job_id: int, _period: float) -> tuple[li
             if not chunk:
                 break
             pending = _split_lines(pending + chunk, time.time(), got)
-        state = response.getheader("X-Job-State", "")
     finally:
         conn.close()
-    # A server that streams ends the response once the job is final; one that does not (yet)
+    # A server that streams ends the response once the job is final; one that does not
     # answers at once with the output so far, while the job still runs.
     api = Api(url, token)
     try:
         final = api.job(job_id)["state"] in ("succeeded", "failed", "cancelled")
     finally:
         api.close()
-    followed = final and state not in ("queued", "running", "scheduled")
-    return got, followed and bool(got)
+    return got, final and bool(got)
 
 
 READERS: dict[str, Reader] = {"poll": poll_reader, "follow": follow_reader}

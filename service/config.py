@@ -69,7 +69,7 @@ class Settings:
     port: int = 8000
     web_concurrency: int = 2
     worker_processes: int = 2
-    worker_threads: int = 4
+    worker_threads: int = 8
     #: queues a worker serves; empty means every queue, including ones created later
     worker_queues: tuple[str, ...] = ()
 
@@ -148,7 +148,7 @@ class Settings:
             port=_int(env, "PORT", 8000, minimum=1),
             web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
             worker_processes=_int(env, "WORKER_PROCESSES", 2, minimum=1),
-            worker_threads=_int(env, "WORKER_THREADS", 4, minimum=1),
+            worker_threads=_int(env, "WORKER_THREADS", 8, minimum=1),
             worker_queues=queues,
             default_timeout=_int(env, "JOBRUNNER_DEFAULT_TIMEOUT", 3600, minimum=1),
             max_timeout=_int(env, "JOBRUNNER_MAX_TIMEOUT", 7 * 24 * 3600, minimum=1),

@@ -8,9 +8,11 @@ writes `state`. Reads live in `service.queries`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -20,8 +22,10 @@ from service import queries
 from service.db import is_lock_conflict, jobs, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
-from service.schemas import JobSpec
 from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolicy, State
+
+if TYPE_CHECKING:  # workers never build a JobSpec: they need not import pydantic
+    from service.schemas import JobSpec
 
 
 def _move_all(
@@ -29,19 +33,67 @@ def _move_all(
     job_ids: Sequence[int],
     to: State,
     from_states: Iterable[State],
-    *conditions: sa.ColumnElement[bool],
     **values: Any,
 ) -> int:
-    """The guarded UPDATE behind every transition; returns how many rows moved."""
+    """Move several jobs at once (the sweeper); returns how many moved."""
     sources = frozenset(from_states)
-    if not sources <= ALLOWED_FROM[to]:
-        raise AssertionError(f"transition to {to} from {sorted(sources)} is not allowed")
+    _check(to, sources)
     result = conn.execute(
         jobs.update()
-        .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(sorted(sources)), *conditions)
+        .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(sorted(sources)))
         .values(state=to, **values)
     )
     return result.rowcount
+
+
+def _check(to: State, sources: frozenset[State]) -> None:
+    if not sources <= ALLOWED_FROM[to]:
+        raise AssertionError(f"transition to {to} from {sorted(sources)} is not allowed")
+
+
+class Guard(Enum):
+    """Extra conditions of a transition, beyond the job's id and current state."""
+
+    LEASE = "lease"  # the attempt is still the one claimed with this lease
+    NOT_CANCELLED = "not_cancelled"  # nobody asked to cancel it
+    NOT_STARTED = "not_started"  # it never started
+    STALE = "stale"  # its heartbeat is older than a time
+
+
+_GUARDS: Mapping[Guard, sa.ColumnElement[bool]] = {
+    Guard.LEASE: jobs.c.lease == sa.bindparam("g_lease"),
+    Guard.NOT_CANCELLED: jobs.c.cancel_requested_at.is_(None),
+    Guard.NOT_STARTED: jobs.c.started_at.is_(None),
+    Guard.STALE: jobs.c.heartbeat_at < sa.bindparam("g_stale"),
+}
+#: a value computed from the row itself: attempts one less than it is. (A started_at given
+#: to _move is kept only when the job never started: the first attempt's start.)
+ONE_LESS = object()
+
+
+@functools.cache
+def _move_statement(
+    to: State, sources: frozenset[State], guards: frozenset[Guard], columns: tuple[str, ...]
+) -> sa.Update:
+    """The UPDATE of a transition, built once per shape: only parameters change per call."""
+    _check(to, sources)
+    values: dict[str, Any] = {"state": to}
+    for name in columns:
+        if name == "started_at":
+            values[name] = sa.func.coalesce(jobs.c.started_at, sa.bindparam("v_started_at"))
+        elif name == "attempts-1":
+            values["attempts"] = jobs.c.attempts - 1
+        else:
+            values[name] = sa.bindparam(f"v_{name}", type_=jobs.c[name].type)
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id == sa.bindparam("job_id"),
+            jobs.c.state.in_(sorted(sources)),
+            *(_GUARDS[guard] for guard in sorted(guards, key=lambda g: g.value)),
+        )
+        .values(values)
+    )
 
 
 def _move(
@@ -49,11 +101,25 @@ def _move(
     job_id: int,
     to: State,
     from_states: Iterable[State],
-    *conditions: sa.ColumnElement[bool],
+    guards: Mapping[Guard, Any] | None = None,
     **values: Any,
 ) -> bool:
-    """Move one job; True when it moved."""
-    return _move_all(conn, [job_id], to, from_states, *conditions, **values) == 1
+    """The guarded UPDATE behind every transition of one job; True when it moved."""
+    guards = guards or {}
+    columns = []
+    params: dict[str, Any] = {"job_id": job_id}
+    for name, value in values.items():
+        if value is ONE_LESS:
+            columns.append("attempts-1")
+            continue
+        columns.append(name)
+        params[f"v_{name}"] = value
+    if Guard.LEASE in guards:
+        params["g_lease"] = guards[Guard.LEASE]
+    if Guard.STALE in guards:
+        params["g_stale"] = guards[Guard.STALE]
+    statement = _move_statement(to, frozenset(from_states), frozenset(guards), tuple(columns))
+    return conn.execute(statement, params).rowcount == 1
 
 
 def _require(conn: Connection, job_id: int) -> Job:
@@ -137,7 +203,7 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
         else:
             current = _require(conn, job_id)
             to = State(current.state) if current.state in NOT_STARTED else State.QUEUED
-        if not _move(conn, job_id, to, NOT_STARTED, jobs.c.started_at.is_(None), **values):
+        if not _move(conn, job_id, to, NOT_STARTED, {Guard.NOT_STARTED: None}, **values):
             job = _require(conn, job_id)
             raise Conflict(
                 f"job {job_id} has started already ({job.state}): it can no longer change"
@@ -249,6 +315,23 @@ _CLAIM_COLUMNS = (
 )
 
 
+CLAIM_CANDIDATE = (
+    sa.select(*_CLAIM_COLUMNS)
+    .where(
+        jobs.c.queue == sa.bindparam("queue"),
+        jobs.c.state == State.QUEUED,
+        jobs.c.run_at <= sa.bindparam("now", type_=sa.DateTime),
+    )
+    .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    .limit(1)
+    # In index order the scan stops at the first row it can lock; any other plan (a filesort)
+    # would lock every waiting row and leave concurrent claims empty-handed.
+    .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mysql")
+    .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
+    .with_for_update(skip_locked=True)
+)
+
+
 def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     """Start the best waiting job of a queue: lowest priority, then earliest run_at, then id.
 
@@ -271,17 +354,7 @@ CLAIM_ATTEMPTS = 3
 def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     with transaction(engine) as conn:
         now = utcnow()
-        row = conn.execute(
-            sa.select(*_CLAIM_COLUMNS)
-            .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED, jobs.c.run_at <= now)
-            .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
-            .limit(1)
-            # In index order the scan stops at the first row it can lock; any other plan (a
-            # filesort) would lock every waiting row and leave concurrent claims empty-handed.
-            .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mysql")
-            .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
-            .with_for_update(skip_locked=True)
-        ).first()
+        row = conn.execute(CLAIM_CANDIDATE, {"queue": queue, "now": now}).first()
         if row is None:
             return None
         lease, attempt = row.lease + 1, row.attempts + 1
@@ -290,13 +363,13 @@ def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
             row.id,
             State.RUNNING,
             {State.QUEUED},
-            jobs.c.lease == row.lease,
+            {Guard.LEASE: row.lease},
             attempts=attempt,
             lease=lease,
             locked_at=now,
             locked_by=worker,
             heartbeat_at=now,
-            started_at=sa.func.coalesce(jobs.c.started_at, now),
+            started_at=now,  # the first attempt's start: kept by the statement if already set
             cancel_requested_at=None,
             updated_at=now,
         )
@@ -319,8 +392,8 @@ def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     )
 
 
-def _fenced(job: ClaimedJob) -> tuple[sa.ColumnElement[bool], ...]:
-    return (jobs.c.lease == job.lease,)
+def _fenced(job: ClaimedJob) -> dict[Guard, Any]:
+    return {Guard.LEASE: job.lease}
 
 
 @dataclass(frozen=True)
@@ -340,7 +413,7 @@ def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool
     with transaction(engine) as conn:
         result = conn.execute(
             jobs.update()
-            .where(jobs.c.id == job.id, jobs.c.state == State.RUNNING, *_fenced(job))
+            .where(jobs.c.id == job.id, jobs.c.state == State.RUNNING, jobs.c.lease == job.lease)
             .values(output=output.data, output_offset=output.offset, output_bytes=output.total)
         )
         return result.rowcount == 1
@@ -401,7 +474,7 @@ def _end_attempt(
     job_id: int,
     attempt: int,
     max_retries: int,
-    fence: Sequence[sa.ColumnElement[bool]],
+    fence: Mapping[Guard, Any],
     outcome: Outcome,
     policy: RetryPolicy,
     now: dt.datetime,
@@ -412,23 +485,21 @@ def _end_attempt(
     values = dict(values, exit_code=outcome.exit_code, last_error=outcome.error, updated_at=now)
     running = {State.RUNNING}
     if outcome.succeeded:
-        moved = _move(conn, job_id, State.SUCCEEDED, running, *fence, finished_at=now, **values)
+        moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
         return State.SUCCEEDED if moved else None
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
-        not_cancelled = jobs.c.cancel_requested_at.is_(None)
-        moved = _move(
-            conn, job_id, State.RETRYING, running, *fence, not_cancelled, run_at=run_at, **values
-        )
+        not_cancelled = {**fence, Guard.NOT_CANCELLED: None}
+        moved = _move(conn, job_id, State.RETRYING, running, not_cancelled, run_at=run_at, **values)
         if moved:
             return State.RETRYING
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
-        moved = _move(conn, job_id, State.CANCELLED, running, *fence, finished_at=now, **values)
+        moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
         return State.CANCELLED if moved else None
     moved = _move(
-        conn, job_id, State.FAILED, running, *fence, finished_at=now, failed_at=now, **values
+        conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
     return State.FAILED if moved else None
 
@@ -473,8 +544,8 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
             job.id,
             State.QUEUED,
             {State.RUNNING},
-            *_fenced(job),
-            attempts=jobs.c.attempts - 1,
+            _fenced(job),
+            attempts=ONE_LESS,
             run_at=now,
             heartbeat_at=None,
             updated_at=now,
@@ -541,7 +612,7 @@ def mark_lost(
         ).all()
         lost = []
         for row in stale:
-            fence = (jobs.c.lease == row.lease, jobs.c.heartbeat_at < stale_before)
+            fence = {Guard.LEASE: row.lease, Guard.STALE: stale_before}
             values = {"heartbeat_at": None}
             state = _end_attempt(
                 conn, row.id, row.attempts, row.max_retries, fence, WORKER_LOST, policy, now, values

@@ -10,7 +10,8 @@ Two sources, chosen per metric:
 - State (queue depth, oldest waiting job, running jobs) is read from the database at scrape
   time: it is the truth, whoever changed it.
 
-prometheus-client renders both (custom collector; the exposition format is its own).
+prometheus-client renders both (custom collector; the exposition format is its own). Workers
+only count, and never import it.
 """
 
 from __future__ import annotations
@@ -22,21 +23,18 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import sqlalchemy as sa
 import structlog
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from sqlalchemy.engine import Engine
 
 from service.db import jobs, transaction, utcnow
 from service.states import State
+
+if TYPE_CHECKING:  # workers only count: the exposition library is for the web's scrapes
+    from prometheus_client.core import Metric
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +165,8 @@ class Flusher:
 
 
 def _event_metrics(totals: Mapping[str, float]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
     counters: defaultdict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
     histograms: defaultdict[str, defaultdict[tuple[str, ...], dict[str, float]]] = defaultdict(
         lambda: defaultdict(dict)
@@ -201,6 +201,8 @@ WAITING_STATES = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)
 
 
 def _state_metrics(engine: Engine) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     with transaction(engine) as conn:
         rows = conn.execute(
             sa.select(jobs.c.queue, jobs.c.state, sa.func.count(), sa.func.min(jobs.c.run_at))
