@@ -20,8 +20,13 @@ def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
 
     `name`: the worker's name (`locked_by`) if not `host:pid`."""
     broker = make_broker(settings, middleware=worker_middleware())
+    # no pre-ping: every write of the worker is retried on DatabaseUnavailable (the claim by
+    # Dramatiq, the others in place), so a dead connection costs one retry, not a ping each time
     engine = create_engine(
-        settings.database_url, pool_size=settings.worker_threads + 3, max_overflow=5
+        settings.database_url,
+        pool_size=settings.worker_threads + 3,
+        max_overflow=5,
+        pre_ping=False,
     )
     ctx = WorkerContext(
         settings=settings,

@@ -35,10 +35,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument_group("round trips")
 
 
-def traced_engine(url: str) -> tuple[sa.Engine, Counter[str]]:
-    """An engine like the service's whose dialect counts the calls that reach the server."""
-    engine = create_engine(url, pool_size=2, max_overflow=0)
-    counts: Counter[str] = Counter()
+def traced_engine(
+    url: str, counts: Counter[str] | None = None, *, pre_ping: bool = True
+) -> tuple[sa.Engine, Counter[str]]:
+    """An engine like the service's whose dialect counts the calls that reach the server
+    (`pre_ping=False`: like the worker's, see actors/bootstrap.py)."""
+    engine = create_engine(url, pool_size=2, max_overflow=0, pre_ping=pre_ping)
+    counts = Counter() if counts is None else counts
     dialect = engine.dialect
     for name in CALLS:
         original = getattr(dialect, name)
@@ -59,10 +62,12 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
     with maybe_stack(config, stack) as st:
         st.stop_worker()  # nothing else may claim the job this traces
         settings = Settings.from_environ(st.env())
-        engine, counts = traced_engine(st.database_url)
+        engine, counts = traced_engine(st.database_url)  # the web's
+        worker_engine, _ = traced_engine(st.database_url, counts, pre_ping=False)
         try:
-            with transaction(engine) as conn:  # open the pool's connection first
-                conn.execute(sa.text("SELECT 1"))
+            for each in (engine, worker_engine):
+                with transaction(each) as conn:  # open the pool's connection first
+                    conn.execute(sa.text("SELECT 1"))
             spec = parse_create({"command": "true"}, settings)
             state: dict[str, Any] = {}
 
@@ -72,13 +77,13 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             def claim() -> None:
                 state["claimed"] = None
                 while state["claimed"] is None or state["claimed"].id != state["job"].id:
-                    state["claimed"] = jobs.claim_next(engine, spec.queue, "bench:trace")
+                    state["claimed"] = jobs.claim_next(worker_engine, spec.queue, "bench:trace")
                     if state["claimed"] is None:
                         raise RuntimeError("nothing to claim")
 
             def finish() -> None:
                 jobs.finish(
-                    engine,
+                    worker_engine,
                     state["claimed"],
                     Outcome(succeeded=True, exit_code=0),
                     OutputSnapshot(b"", 0),
@@ -86,7 +91,7 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
                 )
 
             def save_output() -> None:
-                jobs.save_output(engine, state["claimed"], OutputSnapshot(b"line\n", 0))
+                jobs.save_output(worker_engine, state["claimed"], OutputSnapshot(b"line\n", 0))
 
             def get() -> None:
                 with transaction(engine) as conn:
@@ -110,11 +115,13 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             table.add("a job `true`, submitted and run (create + claim + finish)", *_row(total))
         finally:
             engine.dispose()
+            worker_engine.dispose()
             st.query("DELETE FROM jobs WHERE locked_by = 'bench:trace' OR id = %s",
                      (state.get("job").id if state.get("job") else 0,))  # fmt: skip
     table.notes += [
         "pings come from `pool_pre_ping=True` (service/db.py): one per connection checkout, "
-        "i.e. per transaction; rollbacks are the pool's reset of each returned connection",
+        "i.e. per transaction, in the web; the worker's engine has none (actors/bootstrap.py); "
+        "rollbacks would be the pool's reset of each returned connection (turned off)",
         "a round trip = ping + statement + commit + rollback, each a request/response to mariadbd",
     ]
     return Result(tables=[table])

@@ -92,8 +92,14 @@ def require_driver(database_url: str) -> None:
         ) from None
 
 
-def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
-    """An engine for MySQL/MariaDB (mysqlclient) or SQLite, set up for this service."""
+def create_engine(
+    database_url: str, *, pool_size: int = 10, max_overflow: int = 10, pre_ping: bool = True
+) -> Engine:
+    """An engine for MySQL/MariaDB (mysqlclient) or SQLite, set up for this service.
+
+    `pre_ping=False` saves a round trip per transaction where a failed statement is retried
+    anyway (the worker's writes): a connection found dead fails one statement, as
+    DatabaseUnavailable, and the pool replaces every connection older than that failure."""
     url = make_url(database_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
@@ -109,7 +115,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, max_overflow: int =
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # every checkout ends its transaction (commit or rollback) before the connection goes
         # back: the pool's own ROLLBACK on return would be one more round trip for nothing
         pool_reset_on_return=None,

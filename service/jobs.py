@@ -71,6 +71,12 @@ _GUARDS: Mapping[Guard, sa.ColumnElement[bool]] = {
 ONE_LESS = object()
 
 
+def _in_states(states: frozenset[State]) -> sa.ColumnElement[bool]:
+    """`state IN (...)` as plain equalities: an IN list of bound values is an "expanding"
+    parameter, re-rendered on every execution even of a cached statement."""
+    return sa.or_(*(jobs.c.state == state for state in sorted(states)))
+
+
 @functools.cache
 def _move_statement(
     to: State, sources: frozenset[State], guards: frozenset[Guard], columns: tuple[str, ...]
@@ -89,7 +95,7 @@ def _move_statement(
         jobs.update()
         .where(
             jobs.c.id == sa.bindparam("job_id"),
-            jobs.c.state.in_(sorted(sources)),
+            _in_states(sources),
             *(_GUARDS[guard] for guard in sorted(guards, key=lambda g: g.value)),
         )
         .values(values)
