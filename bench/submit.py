@@ -21,6 +21,7 @@ from bench.loadgen import WrkResult, run_wrk
 from bench.profiler import FORMATS, Profiler, note_for, summarise
 from bench.stack import BenchConfig, Role, Stack, maybe_stack
 from bench.stats import Table, cell
+from service.config import Settings
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +160,7 @@ def _profile(
 def _tables(
     config: BenchConfig, args: argparse.Namespace, reps: list[dict[str, Any]], duration: float
 ) -> list[Table]:
-    concurrency = config.web_concurrency or "default (1)"
+    concurrency = config.web_concurrency or f"default ({Settings().web_concurrency})"
     per_rep = Table(
         f"1. Submission per rep: POST /jobs, wrk -t1 -c{args.connections} -d{duration:g}s",
         [
