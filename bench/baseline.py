@@ -55,6 +55,7 @@ class Baseline:
             "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the baseline's folder is shared: leave it as found
             "BENCH_DB_URL": database_url(self.database),
         }
         argv = [str(BIN / "uvicorn"), "--app-dir", str(BASELINE_DIR), "jobs_app:app"]

@@ -12,6 +12,8 @@ import datetime as dt
 import time
 from typing import Any
 
+import sqlalchemy as sa
+
 from actors.broker import make_broker
 from bench.stack import FINAL_STATES, Stack
 from service.config import Settings
@@ -44,18 +46,27 @@ def queued_row(command: str, queue: str = "default", **overrides: Any) -> dict[s
 
 
 def insert_queued(stack: Stack, commands: list[str], queue: str = "default") -> tuple[int, int]:
-    """Insert queued jobs in one transaction; return the first and last id."""
+    """Insert queued jobs in one transaction; return the first and last id.
+
+    The ids are read back, not computed from MAX(id): a deleted row leaves the table's
+    AUTO_INCREMENT ahead of its largest id."""
     engine = create_engine(stack.database_url, pool_size=1, max_overflow=0)
     try:
         before = stack.max_job_id()
         with engine.begin() as conn:
             conn.execute(jobs.insert(), [queued_row(c, queue) for c in commands])
-        after = stack.max_job_id()
+            first, last, count = conn.execute(
+                sa.select(sa.func.min(jobs.c.id), sa.func.max(jobs.c.id), sa.func.count()).where(
+                    jobs.c.id > before
+                )
+            ).one()
     finally:
         engine.dispose()
-    if after - before != len(commands):
-        raise RuntimeError(f"expected {len(commands)} new ids, got {before + 1}..{after}")
-    return before + 1, after
+    if count != len(commands) or last - first + 1 != count:
+        raise RuntimeError(
+            f"expected {len(commands)} consecutive new ids, got {count}: {first}..{last}"
+        )
+    return first, last
 
 
 def notify(stack: Stack, queue: str, count: int) -> None:
