@@ -33,11 +33,16 @@ TABLE = """CREATE TABLE IF NOT EXISTS `{db}`.jobs (id BIGINT AUTO_INCREMENT PRIM
   command TEXT NOT NULL, state VARCHAR(16) NOT NULL, created_at DATETIME(6) NOT NULL)"""
 
 
+def baseline_available() -> bool:
+    """Whether the baseline app is where BASELINE_DIR says (figure 1 needs it)."""
+    return (BASELINE_DIR / "jobs_app.py").exists()
+
+
 class Baseline:
     """The baseline app as one more role of a stack (so that the stack stops it too)."""
 
     def __init__(self, stack: Stack, database: str = BASELINE_DB) -> None:
-        if not (BASELINE_DIR / "jobs_app.py").exists():
+        if not baseline_available():
             raise RuntimeError(
                 f"no baseline app in {BASELINE_DIR} (set BENCH_BASELINE_DIR to shared/baselines)"
             )
