@@ -25,6 +25,8 @@ class RunningAttempt:
     replay: Callable[[int], None] | None = None
     #: when the database last confirmed that this attempt is still ours (monotonic clock)
     confirmed_at: float = field(default_factory=time.monotonic)
+    #: its command has ended and its end is being recorded: there is nothing left to stop
+    finishing: bool = False
 
 
 class RunningJobs:
@@ -64,11 +66,21 @@ class RunningJobs:
         with self._lock:
             return [job_id for job_id, a in self._attempts.items() if a.confirmed_at < before]
 
-    def request_stop(self, job_id: int, reason: str) -> bool:
-        """Ask the attempt of this job to stop; True if it runs here and was not asked before."""
+    def mark_finishing(self, job_id: int) -> None:
+        """The command of this attempt has ended: stop requests no longer apply to it (a
+        heartbeat that reads the row after its end was stored sees a job that is no longer
+        running, which is no sign of a lost attempt)."""
         with self._lock:
             attempt = self._attempts.get(job_id)
-            if attempt is None or attempt.stop_reason is not None:
+            if attempt is not None:
+                attempt.finishing = True
+
+    def request_stop(self, job_id: int, reason: str) -> bool:
+        """Ask the attempt of this job to stop; True if its command runs here and was not asked
+        to stop before."""
+        with self._lock:
+            attempt = self._attempts.get(job_id)
+            if attempt is None or attempt.stop_reason is not None or attempt.finishing:
                 return False
             attempt.stop_reason = reason
             return True

@@ -16,7 +16,7 @@ from actors.live import LivePublisher
 from actors.output import OutputTail
 from service import jobs
 from service.errors import DatabaseUnavailable
-from service.jobs import ClaimedJob, Outcome, OutputSnapshot
+from service.jobs import ClaimedJob, KnownEnd, Outcome, OutputSnapshot
 from service.metrics import RECORDER
 from service.policy import CommandNotAllowed
 from service.states import FINAL
@@ -28,6 +28,10 @@ T = TypeVar("T")
 OUTPUT_FLUSH_INTERVAL_S = 1.0
 #: how long to keep retrying the final write while the database is away
 RECORD_RETRY_MAX_S = 24 * 3600.0
+#: the longest pause between two tries of the final write (also at most a quarter of the
+#: lease: once the database is back, the worker stores the end before the sweeper, which
+#: waits a whole lease of seeing the database, may declare the attempt lost)
+RECORD_RETRY_DELAY_MAX_S = 2.0
 
 #: stop reasons (see WorkerContext.stop_reason and the monitor)
 CANCELLED, SHUTDOWN, LOST, LOST_CONTACT = "cancelled", "shutdown", "lost", "lost contact"
@@ -74,7 +78,9 @@ def command_spec(ctx: WorkerContext, job: ClaimedJob) -> runner.CommandSpec:
 def outcome_of(result: runner.RunResult, job: ClaimedJob) -> Outcome:
     """What the job's record says about an attempt that ended this way."""
     if result.ended == "failed_to_start":
-        return Outcome(succeeded=False, error=result.error)
+        # an OSError's text may carry undecodable bytes of a path (surrogates): make it storable
+        error = (result.error or "could not start").encode("utf-8", "backslashreplace").decode()
+        return Outcome(succeeded=False, error=error)
     if result.ended == "timed_out":
         return Outcome(succeeded=False, error=f"timed out after {job.timeout}s")
     if result.ended == "stopped":
@@ -113,19 +119,41 @@ class _OutputFlusher:
             self.ctx.running.request_stop(self.job.id, LOST)
 
 
-def _while_unavailable(job: ClaimedJob, what: str, write: Callable[[], T]) -> T:
-    """Run a database write, retrying while the database is unavailable: an exit code that
-    could not be stored yet is kept until it can be (heartbeats go on meanwhile)."""
-    delay, give_up = 0.2, time.monotonic() + RECORD_RETRY_MAX_S
+def _record(
+    ctx: WorkerContext,
+    job: ClaimedJob,
+    what: str,
+    write: Callable[[], T],
+    known: KnownEnd | None = None,
+) -> T:
+    """Run one of an attempt's final writes until the database has stored it.
+
+    A lock conflict is run again inside the write (`jobs.retry_conflicts`); an outage is
+    waited out here, with short pauses, while the attempt stays registered (so that its
+    heartbeats go on whenever the database answers). From the first failure on, the end
+    (`known`) is also kept in the broker: if this process dies, or the sweeper declares the
+    attempt lost first, the sweeper records the end as it happened, not as `worker lost`.
+    """
+    delay, give_up = 0.05, time.monotonic() + RECORD_RETRY_MAX_S
+    longest = min(RECORD_RETRY_DELAY_MAX_S, ctx.settings.lease_timeout / 4)
+    kept = False
     while True:
         try:
-            return write()
+            result = write()
         except DatabaseUnavailable:
+            if known is not None and not kept:
+                kept = ctx.dispatcher.keep_end(
+                    job.id, job.lease, known.encode(), RECORD_RETRY_MAX_S
+                )
             if time.monotonic() >= give_up:
                 raise
             log.warning("database unavailable; will retry", job_id=job.id, write=what)
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, longest)
+            continue
+        if kept:
+            ctx.dispatcher.forget_end(job.id, job.lease)
+        return result
 
 
 def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
@@ -182,19 +210,24 @@ def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
     except CommandNotAllowed as exc:
         result = runner.RunResult("failed_to_start", error=f"could not start: {exc.message}")
     duration = round(time.monotonic() - started, 3)
+    ctx.running.mark_finishing(job.id)
     if result.ended == "stopped" and result.stop_reason == LOST:
         log.warning("job attempt taken over; nothing recorded", **fields, duration=duration)
         return
     if result.ended == "stopped" and result.stop_reason == SHUTDOWN:
-        if _while_unavailable(job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
+        if _record(ctx, job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
             live.end("queued")
             ctx.dispatcher.notify(job.queue)
         log.info("job handed back", **fields, state="queued", duration=duration)
         return
     outcome = outcome_of(result, job)
     output = tail.snapshot()
-    state = _while_unavailable(
-        job, "finish", lambda: jobs.finish(ctx.engine, job, outcome, output, settings.retry_policy)
+    state = _record(
+        ctx,
+        job,
+        "finish",
+        lambda: jobs.finish(ctx.engine, job, outcome, output, settings.retry_policy),
+        known=KnownEnd(outcome, output),
     )
     if state is not None:
         live.end(state)

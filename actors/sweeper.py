@@ -129,17 +129,36 @@ class Sweeper:
         lease = self.ctx.settings.lease_timeout
         if self.seen_database_since is None or time.monotonic() - self.seen_database_since < lease:
             return
-        for lost in jobs.mark_lost(self.ctx.engine, lease, self.ctx.settings.retry_policy):
+        policy = self.ctx.settings.retry_policy
+        for lost in jobs.mark_lost(self.ctx.engine, lease, policy, known_end=self.known_end):
             # a retrying one is queued by promote_due when its backoff is over
-            log.warning(
-                "worker lost",
-                job_id=lost.job_id,
-                queue=lost.queue,
-                worker=lost.worker,
-                state=lost.state,
-            )
+            if lost.known is not None:
+                log.warning(
+                    "attempt ended while the database was away; recorded its end",
+                    job_id=lost.job_id,
+                    queue=lost.queue,
+                    worker=lost.worker,
+                    state=lost.state,
+                    exit_code=lost.known.exit_code,
+                )
+            else:
+                log.warning(
+                    "worker lost",
+                    job_id=lost.job_id,
+                    queue=lost.queue,
+                    worker=lost.worker,
+                    state=lost.state,
+                )
             if lost.state in FINAL:
                 RECORDER.count("jobrunner_jobs_finished", lost.queue, lost.state)
+
+    def known_end(self, job_id: int, lease: int) -> jobs.KnownEnd | None:
+        """The end that the worker of this attempt kept for us, if it did (see execution)."""
+        try:
+            data = self.ctx.dispatcher.known_end(job_id, lease)
+        except redis.RedisError:
+            return None
+        return jobs.KnownEnd.decode(data) if data is not None else None
 
     def purge(self) -> None:
         deleted = 0

@@ -8,15 +8,21 @@ SQLAlchemy Core. Times are naive UTC datetimes with microseconds.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from service.errors import DatabaseUnavailable
+from service.errors import DatabaseUnavailable, LockConflict
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -159,13 +165,14 @@ def _create_sqlite_engine(url: sa.URL, *, pool_size: int, max_overflow: int) -> 
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """`engine.begin()`, with connection failures turned into DatabaseUnavailable."""
+    """`engine.begin()`, with driver failures turned into LockConflict (a deadlock or a lock
+    wait timeout: the transaction was rolled back, run it again) or DatabaseUnavailable."""
     try:
         with engine.begin() as conn:
             yield conn
     except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
         if is_lock_conflict(exc):
-            raise
+            raise LockConflict() from exc
         raise DatabaseUnavailable() from exc
 
 
@@ -174,3 +181,30 @@ def is_lock_conflict(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
     return code in (1205, 1213)
+
+
+#: how often a transaction that met a lock conflict is run again before LockConflict escapes
+CONFLICT_ATTEMPTS = 8
+
+
+def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run a function that is one transaction again when it fails with LockConflict.
+
+    InnoDB rolls a deadlock's victim back whole ("try restarting transaction"), and every
+    transition is a guarded UPDATE, so running it again is safe: it moves the row if it still
+    may, and reports that it did not otherwise. The pauses are short and random, so that two
+    victims of one deadlock do not meet again at once.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return fn(*args, **kwargs)
+            except LockConflict:
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.0, 0.001 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return run

@@ -9,6 +9,7 @@
      │    ├── UnsupportedMediaType 415
      │    └── ValidationFailed    422 field -> list of messages
      └── DatabaseUnavailable      503 (raised at the db boundary, from driver errors)
+          └── LockConflict        503 a deadlock or lock wait timeout that outlived its retries
 
 Routes raise these; only `service.app` turns them into responses.
 """
@@ -79,6 +80,13 @@ class DatabaseUnavailable(JobRunnerError):
     """The database is unavailable; try again shortly."""
 
     status_code = 503
+
+
+class LockConflict(DatabaseUnavailable):
+    """The database could not serve this now (a lock conflict); try again shortly.
+
+    A deadlock (1213) or a lock wait timeout (1205): the transaction was rolled back whole, so
+    running it again is safe. `service.db.retry_conflicts` does that a few times first."""
 
 
 class BrokerUnavailable(JobRunnerError):

@@ -3,29 +3,50 @@
 Each transition is one guarded UPDATE (`WHERE id = ? AND state IN (...)`, plus the `lease` fence
 for writes by a worker) whose row count says whether it happened. Nothing else in the code base
 writes `state`. Reads live in `service.queries`.
+
+Locking (MySQL/MariaDB, InnoDB, READ COMMITTED for every connection: no gap locks, and a
+locking read takes only the rows it returns):
+
+- every write that names its rows by id reaches them through the primary key (`_by_id`: FORCE
+  INDEX (PRIMARY)). Left to itself the optimizer walks `ix_jobs_state_id` for `id = ? AND
+  state = ?`, locking a secondary index record before the row, while a concurrent UPDATE of
+  the same row locks the row first and then its secondary records: the heartbeat and the
+  finishing UPDATE deadlocked that way under load;
+- the claim is the one locking read that searches (`SELECT ... FOR UPDATE SKIP LOCKED` in
+  `ix_jobs_claim` order): it never waits, so it cannot close a cycle;
+- the sweeper finds its rows with plain reads (no locks) and moves each through the same
+  guarded UPDATE by id as everyone else: a row that changed meanwhile fails its guard;
+- a multi-row write (a heartbeat, a batch of promotions or deletions) takes its rows in
+  primary key order; every other transaction writes one job.
+
+Every function here that writes is one transaction (or a few, each whole), run again on a
+deadlock or a lock wait timeout (`retry_conflicts`): the guards make a second run safe.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from service import queries
-from service.db import is_lock_conflict, jobs, transaction, utcnow
+from service.db import jobs, retry_conflicts, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
 from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolicy, State
 
 if TYPE_CHECKING:  # workers never build a JobSpec: they need not import pydantic
     from service.schemas import JobSpec
+
+_W = TypeVar("_W", sa.Update, sa.Delete)
 
 
 def _move_all(
@@ -39,8 +60,8 @@ def _move_all(
     sources = frozenset(from_states)
     _check(to, sources)
     result = conn.execute(
-        jobs.update()
-        .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(sorted(sources)))
+        _by_id(jobs.update())
+        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.state.in_(sorted(sources)))
         .values(state=to, **values)
     )
     return result.rowcount
@@ -49,6 +70,13 @@ def _move_all(
 def _check(to: State, sources: frozenset[State]) -> None:
     if not sources <= ALLOWED_FROM[to]:
         raise AssertionError(f"transition to {to} from {sorted(sources)} is not allowed")
+
+
+def _by_id(statement: _W) -> _W:
+    """Reach the rows of an UPDATE through the primary key only (see the module docstring)."""
+    for dialect in ("mysql", "mariadb"):
+        statement = statement.with_hint("FORCE INDEX (PRIMARY)", dialect_name=dialect)
+    return statement
 
 
 class Guard(Enum):
@@ -92,7 +120,7 @@ def _move_statement(
         else:
             values[name] = sa.bindparam(f"v_{name}", type_=jobs.c[name].type)
     return (
-        jobs.update()
+        _by_id(jobs.update())
         .where(
             jobs.c.id == sa.bindparam("job_id"),
             _in_states(sources),
@@ -165,6 +193,7 @@ def _new_job(spec: JobSpec, now: dt.datetime, idempotency_key: str | None) -> di
     }
 
 
+@retry_conflicts
 def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Store a new job; with an idempotency key already used, return that job instead.
 
@@ -190,6 +219,7 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
     return Job.from_values(job_id, values), True
 
 
+@retry_conflicts
 def create_many(engine: Engine, specs: Sequence[JobSpec]) -> list[Job]:
     """Store several new jobs (without idempotency keys) in one statement and one commit."""
     now = utcnow()
@@ -199,6 +229,7 @@ def create_many(engine: Engine, specs: Sequence[JobSpec]) -> list[Job]:
     return [Job.from_values(job_id, values) for job_id, values in zip(ids, rows, strict=True)]
 
 
+@retry_conflicts
 def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
     """Change a job that has not started yet; Conflict once it has."""
     with transaction(engine) as conn:
@@ -217,6 +248,7 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
         return _require(conn, job_id)
 
 
+@retry_conflicts
 def cancel(engine: Engine, job_id: int) -> Job:
     """Cancel a waiting job at once, or ask the worker running it to stop it."""
     with transaction(engine) as conn:
@@ -232,7 +264,7 @@ def cancel(engine: Engine, job_id: int) -> Job:
         )
         if not cancelled:
             result = conn.execute(
-                jobs.update()
+                _by_id(jobs.update())
                 .where(jobs.c.id == job_id, jobs.c.state == State.RUNNING)
                 .values(cancel_requested_at=sa.func.coalesce(jobs.c.cancel_requested_at, now))
             )
@@ -242,6 +274,7 @@ def cancel(engine: Engine, job_id: int) -> Job:
         return _require(conn, job_id)
 
 
+@retry_conflicts
 def retry(engine: Engine, job_id: int) -> Job:
     """Queue a failed or cancelled job again, as a new run with fresh attempts and output."""
     with transaction(engine) as conn:
@@ -271,6 +304,7 @@ def retry(engine: Engine, job_id: int) -> Job:
         return _require(conn, job_id)
 
 
+@retry_conflicts
 def delete(engine: Engine, job_id: int) -> State:
     """Delete a job and its output; return the state it had (a running one must be stopped)."""
     with transaction(engine) as conn:
@@ -338,23 +372,14 @@ CLAIM_CANDIDATE = (
 )
 
 
+@retry_conflicts
 def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     """Start the best waiting job of a queue: lowest priority, then earliest run_at, then id.
 
     `FOR UPDATE SKIP LOCKED` lets concurrent workers take different rows; the guarded UPDATE
-    makes a second claim of the same row impossible whatever the broker delivers. A deadlock
-    with a concurrent write is retried at once, a few times.
+    makes a second claim of the same row impossible whatever the broker delivers.
     """
-    for attempt in range(CLAIM_ATTEMPTS):
-        try:
-            return _claim_next(engine, queue, worker)
-        except sa.exc.OperationalError as exc:
-            if not is_lock_conflict(exc) or attempt == CLAIM_ATTEMPTS - 1:
-                raise
-    return None
-
-
-CLAIM_ATTEMPTS = 3
+    return _claim_next(engine, queue, worker)
 
 
 def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
@@ -414,17 +439,19 @@ class OutputSnapshot:
         return self.offset + len(self.data)
 
 
+@retry_conflicts
 def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool:
     """Store the output so far; False if the attempt is no longer ours (lost, deleted)."""
     with transaction(engine) as conn:
         result = conn.execute(
-            jobs.update()
+            _by_id(jobs.update())
             .where(jobs.c.id == job.id, jobs.c.state == State.RUNNING, jobs.c.lease == job.lease)
             .values(output=output.data, output_offset=output.offset, output_bytes=output.total)
         )
         return result.rowcount == 1
 
 
+@retry_conflicts
 def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
     """Refresh the heartbeat of running attempts; return the ones that must stop, and why.
 
@@ -436,9 +463,10 @@ def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
     with transaction(engine) as conn:
         now = utcnow()
         conn.execute(
-            jobs.update()
+            _by_id(jobs.update())
             .where(
-                sa.tuple_(jobs.c.id, jobs.c.lease).in_(list(leases.items())),
+                jobs.c.id.in_(sorted(leases)),
+                sa.tuple_(jobs.c.id, jobs.c.lease).in_(sorted(leases.items())),
                 jobs.c.state == State.RUNNING,
             )
             .values(heartbeat_at=now)
@@ -510,6 +538,7 @@ def _end_attempt(
     return State.FAILED if moved else None
 
 
+@retry_conflicts
 def finish(
     engine: Engine,
     job: ClaimedJob,
@@ -538,6 +567,7 @@ def finish(
         )
 
 
+@retry_conflicts
 def hand_back(engine: Engine, job: ClaimedJob) -> bool:
     """Put a job whose attempt was stopped by a worker shutdown back in its queue.
 
@@ -559,10 +589,19 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
 
 
 # --- the sweeper --------------------------------------------------------------------------
+#
+# The sweeper reads its candidates without locking them (a plain read at READ COMMITTED) and
+# moves each through a guarded UPDATE by id: a row that changed since the read (claimed,
+# cancelled, heartbeated) fails its guard and stays as it is. Nothing it does waits for a lock
+# held by a worker's transaction while holding one of its own, except in primary key order.
 
 
+@retry_conflicts
 def promote_due(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
-    """Queue the scheduled and retrying jobs whose run_at has come; return (id, queue) of each."""
+    """Queue the scheduled and retrying jobs whose run_at has come; return (id, queue) of each.
+
+    A job that a client cancelled or edited between the read and the UPDATE stays as it is;
+    it may still be in the list (a spare wake-up message for its queue is harmless)."""
     with transaction(engine) as conn:
         now = utcnow()
         due = conn.execute(
@@ -570,12 +609,9 @@ def promote_due(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
             .where(jobs.c.state.in_([State.SCHEDULED, State.RETRYING]), jobs.c.run_at <= now)
             .order_by(jobs.c.run_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         ).all()
         if not due:
             return []
-        # the selected rows are locked by this transaction, so all of them move; a spare
-        # message for a queue would be harmless anyway (a claim that finds nothing)
         _move_all(
             conn,
             [row.id for row in due],
@@ -592,16 +628,46 @@ class LostAttempt:
     queue: str
     worker: str | None
     state: State
+    #: the attempt's end as its worker saw it (see `KnownEnd`); None: `worker lost`
+    known: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class KnownEnd:
+    """How an attempt ended, known to its worker but not yet stored (the database was away):
+    kept where the sweeper can read it, so that it records the truth, not `worker lost`."""
+
+    outcome: Outcome
+    output: OutputSnapshot
+
+    def encode(self) -> bytes:
+        o = self.outcome
+        head = [o.succeeded, o.cancelled, o.exit_code, o.error, self.output.offset]
+        return json.dumps(head).encode() + b"\n" + self.output.data
+
+    @classmethod
+    def decode(cls, data: bytes) -> KnownEnd:
+        head, _, output = data.partition(b"\n")
+        succeeded, cancelled, exit_code, error, offset = json.loads(head)
+        return cls(Outcome(succeeded, cancelled, exit_code, error), OutputSnapshot(output, offset))
+
+
+#: looks up the KnownEnd of a job's attempt with this lease, if its worker left one
+KnownEnds = Callable[[int, int], KnownEnd | None]
 
 
 def mark_lost(
-    engine: Engine, stale_after: float, policy: RetryPolicy, limit: int = 100
+    engine: Engine,
+    stale_after: float,
+    policy: RetryPolicy,
+    limit: int = 100,
+    known_end: KnownEnds | None = None,
 ) -> list[LostAttempt]:
     """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds:
-    `worker lost`, then retried if the job's retries allow it, else failed."""
+    with the end their worker left behind (`known_end`) if any, else `worker lost`; then
+    retried if the job's retries allow it, else failed."""
     with transaction(engine) as conn:
-        now = utcnow()
-        stale_before = now - dt.timedelta(seconds=stale_after)
+        stale_before = utcnow() - dt.timedelta(seconds=stale_after)
         stale = conn.execute(
             sa.select(
                 jobs.c.id,
@@ -614,20 +680,42 @@ def mark_lost(
             .where(jobs.c.state == State.RUNNING, jobs.c.heartbeat_at < stale_before)
             .order_by(jobs.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         ).all()
-        lost = []
-        for row in stale:
-            fence = {Guard.LEASE: row.lease, Guard.STALE: stale_before}
-            values = {"heartbeat_at": None}
-            state = _end_attempt(
-                conn, row.id, row.attempts, row.max_retries, fence, WORKER_LOST, policy, now, values
-            )
-            if state is not None:
-                lost.append(LostAttempt(row.id, row.queue, row.locked_by, state))
-        return lost
+    lost = []
+    for row in stale:
+        known = known_end(row.id, row.lease) if known_end is not None else None
+        state = _end_lost_attempt(engine, row, stale_before, policy, known)
+        if state is not None:
+            outcome = known.outcome if known is not None else None
+            lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
+    return lost
 
 
+@retry_conflicts
+def _end_lost_attempt(
+    engine: Engine,
+    row: sa.Row[Any],
+    stale_before: dt.datetime,
+    policy: RetryPolicy,
+    known: KnownEnd | None,
+) -> State | None:
+    values: dict[str, Any] = {"heartbeat_at": None}
+    outcome = WORKER_LOST
+    if known is not None:
+        outcome = known.outcome
+        values.update(
+            output=known.output.data,
+            output_offset=known.output.offset,
+            output_bytes=known.output.total,
+        )
+    fence = {Guard.LEASE: row.lease, Guard.STALE: stale_before}
+    with transaction(engine) as conn:
+        return _end_attempt(
+            conn, row.id, row.attempts, row.max_retries, fence, outcome, policy, utcnow(), values
+        )
+
+
+@retry_conflicts
 def purge_finished(engine: Engine, older_than: float, batch: int = 500) -> int:
     """Delete one batch of final jobs (and their output) finished more than `older_than`
     seconds ago; return how many. Short transactions: call it again until it returns 0."""
@@ -639,12 +727,17 @@ def purge_finished(engine: Engine, older_than: float, batch: int = 500) -> int:
                 .where(jobs.c.finished_at < cutoff, jobs.c.state.in_(sorted(FINAL)))
                 .order_by(jobs.c.finished_at)
                 .limit(batch)
-                .with_for_update(skip_locked=True)
             )
             .scalars()
             .all()
         )
         if not ids:
             return 0
-        conn.execute(jobs.delete().where(jobs.c.id.in_(ids), jobs.c.state.in_(sorted(FINAL))))
-        return len(ids)
+        deleted = conn.execute(
+            jobs.delete().where(
+                jobs.c.id.in_(sorted(ids)),
+                jobs.c.state.in_(sorted(FINAL)),
+                jobs.c.finished_at < cutoff,
+            )
+        )
+        return deleted.rowcount
