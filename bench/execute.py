@@ -2,7 +2,12 @@
 
 Per repetition: first the reference, `subprocess.run(["true"])` sequentially in this process
 (the cost of a spawn on this machine); then N jobs `true`, then N jobs that append their id to
-a file (`echo $JOBRUNNER_JOB_ID >> FILE`, the ground truth for "ran twice" and "lost").
+a file (`echo $JOBRUNNER_JOB_ID >> FILE`, the ground truth for "ran twice" and "lost"); then N
+jobs `true` through the naive runner (shared/baselines/exec_naive, the same worker shape), the
+baseline that the project's execution must beat by 1.5x in the same repetition.
+
+Around every drain, InnoDB's deadlock counter (`Innodb_deadlocks`, server-wide) is read: a
+normal run has none.
 
 The jobs are inserted straight into the database in one transaction and woken with the same
 messages the web sends (see bench/seed.py): the API would need seconds of POSTs that compete
@@ -26,13 +31,21 @@ from typing import Any
 
 from bench import procs
 from bench.common import Result, log, standalone
+from bench.naive import NaiveRunner, naive_available
 from bench.profiler import Profiler, note_for, summarise
 from bench.seed import epoch, insert_queued, notify, wait_final
-from bench.stack import BenchConfig, Stack, maybe_stack
-from bench.stats import Table, cell
+from bench.stack import DEFAULTS, BenchConfig, Stack, maybe_stack, sql
+from bench.stats import Summary, Table, cell
 from bench.submit import add_profile_args
 
 VARIANTS = ("true", "append")
+#: the issue's targets for figure 2 (medians over the reps)
+TARGET_VS_NAIVE, TARGET_VS_SPAWN, TARGET_CPU_MS = 1.5, 0.45, 1.5
+
+
+def deadlocks() -> int:
+    """InnoDB's count of deadlocks since the server started (every database on it)."""
+    return int(sql("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")[0][1])
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +54,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--spawns", type=int, default=None, help="reference spawns (1600)")
     group.add_argument("--mode", choices=("warm", "cold"), default="warm")
     group.add_argument("--timeout", type=float, default=None, help="max seconds per drain")
+    group.add_argument(
+        "--no-naive", action="store_true", help="skip the naive runner (shared/baselines)"
+    )
     add_profile_args(group)
 
 
@@ -65,6 +81,7 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
     if mode == "cold":
         st.stop_worker()
     first, last = insert_queued(st, [command_for(variant, ids_file)] * n)
+    deadlocks0 = deadlocks()
     worker_pids = st.worker.python_tree() if st.worker is not None else []
     cpu0 = procs.cpu_seconds(worker_pids)  # reset below in cold mode
     kids0 = procs.cpu_seconds(worker_pids, children=True)
@@ -89,9 +106,11 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
     cpu = procs.cpu_seconds(worker_pids) - cpu0
     kids = procs.cpu_seconds(worker_pids, children=True) - kids0
     db = procs.cpu_seconds(procs.pids_named("mariadbd")) - db0
+    found_deadlocks = deadlocks() - deadlocks0
     rows = st.query(
         "SELECT MAX(finished_at), SUM(state = 'succeeded'), SUM(lease > 1), SUM(attempts > 1),"
-        " COUNT(*) FROM jobs WHERE id BETWEEN %s AND %s",
+        " COUNT(*), MAX(TIMESTAMPDIFF(MICROSECOND, created_at, finished_at)) / 1e6"
+        " FROM jobs WHERE id BETWEEN %s AND %s",
         (first, last),
     )[0]
     end = epoch(rows[0]) if rows[0] is not None else time.time()
@@ -121,6 +140,8 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
         "worker_cpu_ms": cpu * 1000 / n,
         "children_cpu_ms": kids * 1000 / n,
         "mariadbd_cpu_ms": db * 1000 / n,
+        "deadlocks": found_deadlocks,
+        "longest_job_s": float(rows[5] or 0.0),
     }
     if variant == "append":
         out["ran_twice"] = sum(1 for c in seen.values() if c > 1)
@@ -134,7 +155,20 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
     timeout = args.timeout or max(60.0, n / 20)
     reps: list[dict[str, Any]] = []
     result = Result()
+    with_naive = not args.no_naive and naive_available()
+    if not args.no_naive and not with_naive:
+        if not config.smoke:
+            raise RuntimeError("no naive runner in shared/baselines: pass --no-naive to skip it")
+        log("no naive runner in shared/baselines: this smoke run skips it")
     with maybe_stack(config, stack) as st:
+        naive: NaiveRunner | None = None
+        if with_naive:
+            naive = NaiveRunner(
+                st,
+                config.worker_processes or DEFAULTS.worker_processes,
+                config.worker_threads or DEFAULTS.worker_threads,
+            )
+            naive.start()
         if args.mode == "warm" and st.worker is None:
             st.start_worker()
         for rep in range(config.reps):
@@ -144,7 +178,14 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             for variant in VARIANTS:
                 log(f"execute rep {rep + 1}/{config.reps}: {n} jobs `{variant}` ({args.mode})")
                 row[variant] = drain(st, variant, n, args.mode, timeout, f"{rep}-{variant}")
+            if naive is not None:
+                log(f"execute rep {rep + 1}/{config.reps}: {n} jobs `true`, naive runner")
+                d0 = deadlocks()
+                row["naive"] = naive.drain(n, timeout)
+                row["naive"]["deadlocks"] = deadlocks() - d0
             reps.append(row)
+        if naive is not None:
+            naive.stop()
         if args.profile:
             result.tables.extend(_profile(st, args, n, timeout))
     result.tables[:0] = _tables(config, args, reps, n)
@@ -191,90 +232,129 @@ def _tables(
         f"WORKER_PROCESSES={config.worker_processes or 'default'}, "
         f"WORKER_THREADS={config.worker_threads or 'default'}"
     )
+    with_naive = all("naive" in r for r in reps)
     per_rep = Table(
         f"2. Execution per rep: {n} jobs, {args.mode} worker ({settings})",
         [
             "rep",
             "spawn/s (seq)",
             "true jobs/s",
+            "naive jobs/s",
+            "ratio true/naive",
             "ratio true/spawn",
             "append jobs/s",
             "ratio append/spawn",
             "lost t/a",
             "run twice (file)",
             "claimed twice t/a",
+            "deadlocks t/a/naive",
         ],
     )
     for i, r in enumerate(reps, 1):
-        t, a = r["true"], r["append"]
+        t, a, v = r["true"], r["append"], r.get("naive")
         per_rep.add(
             i,
             f"{r['spawn']:.0f}",
             f"{t['rate']:.0f}",
+            f"{v['jobs_per_s']:.0f}" if v else "-",
+            f"{t['rate'] / v['jobs_per_s']:.2f}" if v else "-",
             f"{t['rate'] / r['spawn']:.3f}",
             f"{a['rate']:.0f}",
             f"{a['rate'] / r['spawn']:.3f}",
             f"{t['lost']} / {a['lost']}",
             f"{a['ran_twice']} (missing {a['missing']})",
             f"{t['claimed_twice']} / {a['claimed_twice']}",
+            f"{t['deadlocks']} / {a['deadlocks']} / {v['deadlocks'] if v else '-'}",
         )
-    summary = Table(
-        f"2. Execution summary (median [min-max] over {len(reps)} reps)",
-        ["figure", "jobs `true`", "jobs `echo $ID >> file`"],
-    )
+    columns = ["figure", "jobs `true`", "jobs `echo $ID >> file`"]
+    if with_naive:
+        columns.append("naive runner, jobs `true`")
+    summary = Table(f"2. Execution summary (median [min-max] over {len(reps)} reps)", columns)
 
     def col(variant: str, key: str) -> list[float]:
         return [r[variant][key] for r in reps]
 
+    def add(label: str, true: str, append: str, naive: str = "-") -> None:
+        summary.add(label, true, append, *([naive] if with_naive else []))
+
     spawn = [r["spawn"] for r in reps]
-    summary.add("reference spawn/s (sequential subprocess.run)", cell(spawn), cell(spawn))
-    summary.add("jobs/s to all final", cell(col("true", "rate")), cell(col("append", "rate")))
-    summary.add(
+    add("reference spawn/s (sequential subprocess.run)", cell(spawn), cell(spawn), cell(spawn))
+    naive_rate = col("naive", "jobs_per_s") if with_naive else []
+    add(
+        "jobs/s to all final",
+        cell(col("true", "rate")),
+        cell(col("append", "rate")),
+        cell(naive_rate),
+    )
+    add(
         "ratio jobs/s / spawn/s (same rep)",
         cell([r["true"]["rate"] / r["spawn"] for r in reps], 3),
         cell([r["append"]["rate"] / r["spawn"] for r in reps], 3),
+        cell([r["naive"]["jobs_per_s"] / r["spawn"] for r in reps], 3) if with_naive else "-",
     )
-    summary.add("drain seconds", cell(col("true", "seconds")), cell(col("append", "seconds")))
-    summary.add(
+    if with_naive:
+        add(
+            "ratio jobs/s / naive runner's jobs/s (same rep)",
+            cell([r["true"]["rate"] / r["naive"]["jobs_per_s"] for r in reps], 2),
+            cell([r["append"]["rate"] / r["naive"]["jobs_per_s"] for r in reps], 2),
+        )
+    add(
+        "drain seconds",
+        cell(col("true", "seconds")),
+        cell(col("append", "seconds")),
+        cell(col("naive", "drain_s")) if with_naive else "-",
+    )
+    add(
+        "longest created -> finished of one job, s",
+        cell(col("true", "longest_job_s"), 2),
+        cell(col("append", "longest_job_s"), 2),
+    )
+    add(
         "enqueue seconds (messages)",
         cell(col("true", "enqueue_s")),
         cell(col("append", "enqueue_s")),
+        cell(col("naive", "enqueue_s")) if with_naive else "-",
     )
     if args.mode == "cold":
-        summary.add(
-            "worker start-up s", cell(col("true", "ready_s")), cell(col("append", "ready_s"))
+        add("worker start-up s", cell(col("true", "ready_s")), cell(col("append", "ready_s")))
+    for label, key in (
+        ("worker Python CPU ms/job", "worker_cpu_ms"),
+        ("job processes CPU ms/job", "children_cpu_ms"),
+        ("mariadbd CPU ms/job (shared server)", "mariadbd_cpu_ms"),
+    ):
+        add(
+            label,
+            cell(col("true", key), 2),
+            cell(col("append", key), 2),
+            cell(col("naive", key), 2) if with_naive else "-",
         )
-    summary.add(
-        "worker Python CPU ms/job",
-        cell(col("true", "worker_cpu_ms"), 2),
-        cell(col("append", "worker_cpu_ms"), 2),
-    )
-    summary.add(
-        "job processes CPU ms/job",
-        cell(col("true", "children_cpu_ms"), 2),
-        cell(col("append", "children_cpu_ms"), 2),
-    )
-    summary.add(
-        "mariadbd CPU ms/job (shared server)",
-        cell(col("true", "mariadbd_cpu_ms"), 2),
-        cell(col("append", "mariadbd_cpu_ms"), 2),
-    )
-    summary.add(
+    add(
         "longest pause between two job starts, s",
         cell(col("true", "longest_pause_s"), 2),
         cell(col("append", "longest_pause_s"), 2),
     )
-    summary.add("lost (not final), all reps", sum(col("true", "lost")), sum(col("append", "lost")))
-    summary.add(
+    add(
+        "InnoDB deadlocks during the drains, all reps",
+        str(sum(col("true", "deadlocks"))),
+        str(sum(col("append", "deadlocks"))),
+        str(sum(col("naive", "deadlocks"))) if with_naive else "-",
+    )
+    add(
+        "lost (not final), all reps", str(sum(col("true", "lost"))), str(sum(col("append", "lost")))
+    )
+    add(
         "not succeeded, all reps",
-        sum(col("true", "not_succeeded")),
-        sum(col("append", "not_succeeded")),
+        str(sum(col("true", "not_succeeded"))),
+        str(sum(col("append", "not_succeeded"))),
+        str(sum(r["naive"]["jobs"] - r["naive"]["succeeded"] for r in reps)) if with_naive else "-",
     )
-    summary.add(
-        "run twice: ids twice in the file, all reps", "(no file)", sum(col("append", "ran_twice"))
+    add(
+        "run twice: ids twice in the file, all reps",
+        "(no file)",
+        str(sum(col("append", "ran_twice"))),
     )
-    summary.add("ids missing from the file, all reps", "(no file)", sum(col("append", "missing")))
-    summary.add(
+    add("ids missing from the file, all reps", "(no file)", str(sum(col("append", "missing"))))
+    add(
         "claimed twice (lease > 1) / attempts > 1",
         f"{sum(col('true', 'claimed_twice'))} / {sum(col('true', 'attempts_gt1'))}",
         f"{sum(col('append', 'claimed_twice'))} / {sum(col('append', 'attempts_gt1'))}",
@@ -292,8 +372,45 @@ def _tables(
         "(lease and attempts), the append variant also by the ids in its file",
         "each job runs `/bin/sh -c COMMAND` (both commands are shell builtins); the append "
         "variant adds an open+write+close of a shared file",
+        "deadlocks: InnoDB's server-wide counter read around each drain (0 in a normal run)",
     ]
-    return [per_rep, summary]
+    tables = [per_rep, summary]
+    if with_naive:
+        tables.append(_targets(reps, n))
+    return tables
+
+
+def _targets(reps: list[dict[str, Any]], n: int) -> Table:
+    """The issue's targets for figure 2, each against the medians of this run."""
+    table = Table("2. Execution targets (medians over the reps)", ["target", "measured", "met?"])
+
+    def median(values: list[float]) -> float:
+        return Summary.of(values).median
+
+    vs_naive = median([r["true"]["rate"] / r["naive"]["jobs_per_s"] for r in reps])
+    vs_spawn = median([r["true"]["rate"] / r["spawn"] for r in reps])
+    cpu = median([r["true"]["worker_cpu_ms"] for r in reps])
+    not_succeeded = sum(r[v]["not_succeeded"] for r in reps for v in VARIANTS)
+    longest = max(r[v]["longest_job_s"] / r[v]["seconds"] for r in reps for v in VARIANTS)
+    rows = [
+        (f"jobs/s >= {TARGET_VS_NAIVE} x the naive runner's", f"{vs_naive:.2f} x", vs_naive >= TARGET_VS_NAIVE),
+        (
+            f"jobs/s >= {TARGET_VS_SPAWN} x sequential spawn/s",
+            f"{vs_spawn:.3f} x",
+            vs_spawn >= 0.45,
+        ),
+        (f"worker Python CPU <= {TARGET_CPU_MS} ms/job", f"{cpu:.2f} ms", cpu <= TARGET_CPU_MS),
+        ("not succeeded, all reps and variants: 0", str(not_succeeded), not_succeeded == 0),
+        (
+            "longest created -> finished < 2 x the drain time (worst drain)",
+            f"{longest:.2f} x",
+            longest < 2,
+        ),
+    ]
+    for label, value, met in rows:
+        table.add(label, value, "yes" if met else "**no**")
+    table.notes.append(f"{len(reps)} reps of {n} jobs `true`; the issue asks for 5 reps")
+    return table
 
 
 def main() -> None:
