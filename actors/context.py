@@ -6,8 +6,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dramatiq import Broker
 from sqlalchemy.engine import Engine
@@ -17,12 +19,27 @@ from service.dispatch import Dispatcher
 from service.jobs import ClaimedJob
 
 
+class LiveOutput(Protocol):
+    """The live output of an attempt (actors.live.LivePublisher): published only while
+    someone follows the job."""
+
+    followed: bool
+
+    def replay(self, offset: int) -> None:
+        """Publish the output from byte `offset`, for a follower that just arrived."""
+
+
+#: how long a follow request is remembered for a job that does not run here yet (a follower
+#: that waits for a queued job), and how many such jobs at most
+FOLLOW_MEMORY_S = 3600.0
+FOLLOW_MEMORY_MAX = 10_000
+
+
 @dataclass
 class RunningAttempt:
     job: ClaimedJob
     stop_reason: str | None = None
-    #: publishes the output from a byte offset, for a follower that just arrived
-    replay: Callable[[int], None] | None = None
+    live: LiveOutput | None = None
     #: when the database last confirmed that this attempt is still ours (monotonic clock)
     confirmed_at: float = field(default_factory=time.monotonic)
     #: its command has ended and its end is being recorded: there is nothing left to stop
@@ -34,16 +51,31 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self._attempts: dict[int, RunningAttempt] = {}
+        #: job id -> until when a follow request for it is remembered (monotonic clock)
+        self._followed: OrderedDict[int, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, job: ClaimedJob, replay: Callable[[int], None] | None = None) -> None:
+    def add(self, job: ClaimedJob, live: LiveOutput | None = None) -> None:
         with self._lock:
-            self._attempts[job.id] = RunningAttempt(job, replay=replay)
+            self._attempts[job.id] = RunningAttempt(job, live=live)
+            until = self._followed.get(job.id)
+            if live is not None and until is not None and until > time.monotonic():
+                live.followed = True
 
-    def replay(self, job_id: int, offset: int) -> None:
-        attempt = self._attempts.get(job_id)
-        if attempt is not None and attempt.replay is not None:
-            attempt.replay(offset)
+    def follow(self, job_id: int, offset: int) -> None:
+        """A follower of this job asked for its output from byte `offset`: from now on the
+        job's live output is published, here or, if it starts later, wherever it runs."""
+        with self._lock:
+            self._followed[job_id] = time.monotonic() + FOLLOW_MEMORY_S
+            self._followed.move_to_end(job_id)
+            while len(self._followed) > FOLLOW_MEMORY_MAX:
+                self._followed.popitem(last=False)
+            attempt = self._attempts.get(job_id)
+            live = attempt.live if attempt is not None else None
+            if live is not None:
+                live.followed = True
+        if live is not None:
+            live.replay(offset)
 
     def remove(self, job_id: int) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -16,10 +17,10 @@ from actors.live import LivePublisher
 from actors.output import OutputTail
 from service import jobs
 from service.errors import DatabaseUnavailable
-from service.jobs import ClaimedJob, KnownEnd, Outcome, OutputSnapshot
+from service.jobs import ClaimedJob, KnownEnd, NextClaim, Outcome, OutputSnapshot
 from service.metrics import RECORDER
 from service.policy import CommandNotAllowed
-from service.states import FINAL
+from service.states import FINAL, State
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -156,16 +157,31 @@ def _record(
         return result
 
 
-def execute(ctx: WorkerContext, job: ClaimedJob) -> None:
-    """Run one attempt of a job this worker has claimed, and record how it ended.
+#: asked when an attempt's end is recorded: the queue to claim the next job from in the same
+#: transaction, or None (the thread's turn is over, or the worker is stopping)
+KeepGoing = Callable[[], NextClaim | None]
+
+
+@dataclass(frozen=True)
+class Next:
+    """What a thread that keeps its queue learns from an attempt's end: whether the next claim
+    was made with the record (`tried`), and the job it claimed, if any."""
+
+    tried: bool = False
+    job: ClaimedJob | None = None
+
+
+def execute(ctx: WorkerContext, job: ClaimedJob, keep: KeepGoing | None = None) -> Next:
+    """Run one attempt of a job this worker has claimed, and record how it ended; with `keep`,
+    claim the next job of its queue in the same transaction as the record (see Next).
 
     The attempt stays registered (and heartbeated) until its end is recorded, so a result
     waiting for the database to come back is not taken for a lost worker.
     """
     live = LivePublisher(ctx.dispatcher, job.id)
-    ctx.running.add(job, replay=live.replay)
+    ctx.running.add(job, live)
     try:
-        _execute(ctx, job, live)
+        return _execute(ctx, job, live, keep)
     finally:
         ctx.running.remove(job.id)
 
@@ -192,7 +208,9 @@ def _run(
     )
 
 
-def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
+def _execute(
+    ctx: WorkerContext, job: ClaimedJob, live: LivePublisher, keep: KeepGoing | None
+) -> Next:
     settings = ctx.settings
     initial = OutputSnapshot(job.output, job.output_offset) if job.attempt > 1 else None
     tail = OutputTail(settings.output_limit, initial, listener=live.on_chunk)
@@ -213,22 +231,25 @@ def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
     ctx.running.mark_finishing(job.id)
     if result.ended == "stopped" and result.stop_reason == LOST:
         log.warning("job attempt taken over; nothing recorded", **fields, duration=duration)
-        return
+        return Next()
     if result.ended == "stopped" and result.stop_reason == SHUTDOWN:
         if _record(ctx, job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
             live.end("queued")
-            ctx.dispatcher.notify(job.queue)
+            ctx.dispatcher.wake(job.queue)
         log.info("job handed back", **fields, state="queued", duration=duration)
-        return
+        return Next()
     outcome = outcome_of(result, job)
     output = tail.snapshot()
-    state = _record(
-        ctx,
-        job,
-        "finish",
-        lambda: jobs.finish(ctx.engine, job, outcome, output, settings.retry_policy),
-        known=KnownEnd(outcome, output),
-    )
+    policy = settings.retry_policy
+
+    def record() -> tuple[State | None, Next]:
+        then = keep() if keep is not None else None
+        if then is None:
+            return jobs.finish(ctx.engine, job, outcome, output, policy), Next()
+        state, claimed = jobs.finish_and_claim(ctx.engine, job, outcome, output, policy, then)
+        return state, Next(tried=True, job=claimed)
+
+    state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:
         live.end(state)
         RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
@@ -242,3 +263,4 @@ def _execute(ctx: WorkerContext, job: ClaimedJob, live: LivePublisher) -> None:
         error=outcome.error,
         duration=duration,
     )
+    return after

@@ -4,6 +4,10 @@ Chunks are gathered as the runner reads them and published once per wake-up of i
 most one message per read batch, so a flood of output costs a bounded number of messages). A
 follow request (a web process that just subscribed) is answered with the kept tail from the
 offset it asks for: the follower drops what it has seen already, byte offsets tell.
+
+Nothing is published for a job that nobody follows: a follower's request marks the job as
+followed in every worker process (actors.context.RunningJobs.follow), whether it runs there
+already or starts later, and a follower that waits repeats its request now and then.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ class LivePublisher:
         self.dispatcher = dispatcher
         self.job_id = job_id
         self.tail: OutputTail | None = None
+        #: set once a follower asked for this job's output (see RunningJobs.follow)
+        self.followed = False
         self._pending_offset = 0
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
 
     def on_chunk(self, offset: int, chunk: bytes) -> None:
         """OutputTail's listener: called with each chunk as it is read."""
+        if not self.followed:  # a follower's replay, taken from the tail, will include it
+            return
         with self._lock:
             if not self._pending:
                 self._pending_offset = offset
@@ -34,12 +42,16 @@ class LivePublisher:
         with self._lock:
             if not self._pending:
                 return
+            if not self.followed:  # the stored output has it; a follower replays from there
+                self._pending.clear()
+                return
             offset, data = self._pending_offset, b"".join(self._pending)
             self._pending.clear()
         self.dispatcher.publish_output(self.job_id, output_chunk(offset, data))
 
     def replay(self, offset: int) -> None:
         """Publish the kept output from byte `offset` (or from the oldest byte kept)."""
+        self.followed = True
         if self.tail is None:
             return
         snapshot = self.tail.snapshot()
@@ -49,5 +61,7 @@ class LivePublisher:
             self.dispatcher.publish_output(self.job_id, output_chunk(start, data))
 
     def end(self, state: str) -> None:
+        if not self.followed:
+            return
         self.flush()
         self.dispatcher.publish_output(self.job_id, attempt_end(state))

@@ -138,4 +138,4 @@ class Monitor:
             self.broker.declare_queue(queue)
 
     def on_follow(self, job_id: int, offset: int) -> None:
-        self.ctx.running.replay(job_id, offset)
+        self.ctx.running.follow(job_id, offset)

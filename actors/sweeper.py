@@ -5,7 +5,7 @@ Each tick it
 - ends the attempts whose worker stopped sending heartbeats (`worker lost`; retried if the
   job allows it), but only once it has itself seen the database for a whole lease timeout:
   after an outage, live workers get the time to send heartbeats again first;
-- tops up queues whose waiting jobs have no message (lost to a crash between commit and
+- wakes queues whose waiting jobs have no message (lost to a crash between commit and
   send, or to a broker outage);
 - now and then deletes final jobs older than the retention, in small batches.
 
@@ -37,7 +37,6 @@ log = structlog.get_logger(__name__)
 STUCK_AFTER_S = 5.0
 #: how often the queue names in the database are read again
 QUEUE_REFRESH_S = 60.0
-TOP_UP_CAP = 1000
 #: how often old final jobs are purged, and how many batches at most per purge
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20
@@ -118,7 +117,8 @@ class Sweeper:
         due = jobs.promote_due(self.ctx.engine)
         for job_id, queue in due:
             log.info("job due", job_id=job_id, queue=queue, state="queued")
-            self.ctx.dispatcher.notify(queue)
+        for queue in sorted({queue for _, queue in due}):
+            self.ctx.dispatcher.wake(queue)
         self.find_lost()
         self.top_up()
         if time.monotonic() >= self._next_purge:
@@ -178,15 +178,15 @@ class Sweeper:
         return self._db_queues | self.ctx.dispatcher.known_queues()
 
     def top_up(self) -> None:
-        """Send messages for waiting jobs that have none."""
+        """Wake the queues whose head job has waited too long with no wake-up in the broker
+        (its message was lost to a crash between commit and send, or to a broker outage).
+        One wake-up is enough: the thread that takes it wakes the next (service.dispatch)."""
         stuck_before = utcnow() - dt.timedelta(seconds=STUCK_AFTER_S)
         for queue in sorted(self.queues()):
             with transaction(self.ctx.engine) as conn:
                 waiting_since = queries.head_waiting_since(conn, queue)
-                if waiting_since is None or waiting_since > stuck_before:
-                    continue
-                pending = self.ctx.dispatcher.pending(queue)
-                ready = queries.ready_count(conn, queue, cap=pending + TOP_UP_CAP)
-            if ready > pending:
-                log.info("topping up queue", queue=queue, ready=ready, pending=pending)
-                self.ctx.dispatcher.notify(queue, ready - pending)
+            if waiting_since is None or waiting_since > stuck_before:
+                continue
+            if self.ctx.dispatcher.pending(queue) == 0:
+                log.info("waking a queue whose jobs wait", queue=queue, since=waiting_since)
+                self.ctx.dispatcher.notify(queue)

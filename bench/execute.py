@@ -33,7 +33,7 @@ from bench import procs
 from bench.common import Result, log, standalone
 from bench.naive import NaiveRunner, naive_available
 from bench.profiler import Profiler, note_for, summarise
-from bench.seed import epoch, insert_queued, notify, wait_final
+from bench.seed import epoch, insert_queued, wait_final, wake
 from bench.stack import DEFAULTS, BenchConfig, Stack, maybe_stack, sql
 from bench.stats import Summary, Table, cell
 from bench.submit import add_profile_args
@@ -88,7 +88,7 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
     db0 = procs.cpu_seconds(procs.pids_named("mariadbd"))
     if mode == "cold":
         e0 = time.time()
-        notify(st, "default", n)
+        wake(st, "default")
         enqueued_s = time.time() - e0
         t0 = time.time()
         role = st.start_worker(wait=False)
@@ -98,7 +98,7 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
     else:
         ready_s = float("nan")
         t0 = time.time()
-        notify(st, "default", n)
+        wake(st, "default")
         enqueued_s = time.time() - t0
     done, complete = wait_final(st, first, last, timeout)
     assert st.worker is not None
@@ -208,7 +208,7 @@ def _profile(st: Stack, args: argparse.Namespace, n: int, timeout: float) -> lis
         time.sleep(0.5)  # py-spy attaches to every process of the tree
         first, last = insert_queued(st, ["true"] * n)
         t0 = time.time()
-        notify(st, "default", n)
+        wake(st, "default")
         wait_final(st, first, last, timeout)
         seconds = time.time() - t0
     mode = "all threads" if args.profile_wall else "GIL holders"
@@ -310,7 +310,7 @@ def _tables(
         cell(col("append", "longest_job_s"), 2),
     )
     add(
-        "enqueue seconds (messages)",
+        "wake-up (project) or enqueue (naive) seconds",
         cell(col("true", "enqueue_s")),
         cell(col("append", "enqueue_s")),
         cell(col("naive", "enqueue_s")) if with_naive else "-",
@@ -393,7 +393,11 @@ def _targets(reps: list[dict[str, Any]], n: int) -> Table:
     not_succeeded = sum(r[v]["not_succeeded"] for r in reps for v in VARIANTS)
     longest = max(r[v]["longest_job_s"] / r[v]["seconds"] for r in reps for v in VARIANTS)
     rows = [
-        (f"jobs/s >= {TARGET_VS_NAIVE} x the naive runner's", f"{vs_naive:.2f} x", vs_naive >= TARGET_VS_NAIVE),
+        (
+            f"jobs/s >= {TARGET_VS_NAIVE} x the naive runner's",
+            f"{vs_naive:.2f} x",
+            vs_naive >= TARGET_VS_NAIVE,
+        ),
         (
             f"jobs/s >= {TARGET_VS_SPAWN} x sequential spawn/s",
             f"{vs_spawn:.3f} x",

@@ -207,11 +207,10 @@ def project_statements(url: str) -> list[Statement]:
     def sweeper_reads(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             queries.head_waiting_since(conn, "default")
-            queries.ready_count(conn, "default", cap=1000)
             queries.waiting_queues(conn)
 
     for i, stmt in enumerate(capture(url, "", sweeper_reads, stop_at_write=True)):
-        stmt.name = ("sweeper head_waiting_since", "sweeper ready_count", "waiting_queues")[i]
+        stmt.name = ("sweeper head_waiting_since", "waiting_queues")[i]
         out.append(stmt)
     return out
 

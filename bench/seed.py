@@ -1,9 +1,10 @@
 """Jobs put straight into the bench database, and their wake-up messages, for fast enqueueing.
 
 The rows carry the same values `service.jobs.create` writes for a new queued job, and the
-messages are the ones the web sends (`service.dispatch.Dispatcher.notify`): to a worker they
-are indistinguishable from jobs submitted through the API, but 2,000 of them take ~0.1 s to
-insert instead of seconds of HTTP requests competing with the workers for the two cores.
+wake-up is the one the web sends after committing a batch (`service.dispatch.Dispatcher.wake`,
+once per queue): to a worker they are indistinguishable from jobs submitted through the API,
+but 2,000 of them take ~0.1 s to insert instead of seconds of HTTP requests competing with the
+workers for the two cores.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def insert_queued(stack: Stack, commands: list[str], queue: str = "default") -> 
     return first, last
 
 
-def notify(stack: Stack, queue: str, count: int) -> None:
-    """Send `count` wake-up messages for `queue`, as the web does after each commit."""
+def wake(stack: Stack, queue: str) -> None:
+    """Wake `queue` as the web does after committing a batch of its jobs (one wake-up per
+    queue; the worker thread that takes it wakes the next)."""
     settings = Settings.from_environ(stack.env())
     broker = make_broker(settings)
     try:
-        if not Dispatcher(broker, settings.redis_namespace).notify(queue, count):
-            raise RuntimeError("the broker refused the messages")
+        if not Dispatcher(broker, settings.redis_namespace).wake(queue):
+            raise RuntimeError("the broker refused the wake-up")
     finally:
         broker.close()
 

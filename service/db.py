@@ -187,24 +187,40 @@ def is_lock_conflict(exc: BaseException) -> bool:
 CONFLICT_ATTEMPTS = 8
 
 
+def _dropped(exc: DatabaseUnavailable) -> bool:
+    """The connection died under the transaction (MariaDB restarted, a pooled connection
+    timed out): the pool has discarded it, and a fresh one may well work at once."""
+    cause = exc.__cause__
+    return isinstance(cause, sa.exc.DBAPIError) and bool(cause.connection_invalidated)
+
+
 def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
-    """Run a function that is one transaction again when it fails with LockConflict.
+    """Run a function that is one transaction again when it fails with LockConflict, and once
+    more at once when its connection was found dropped.
 
     InnoDB rolls a deadlock's victim back whole ("try restarting transaction"), and every
     transition is a guarded UPDATE, so running it again is safe: it moves the row if it still
     may, and reports that it did not otherwise. The pauses are short and random, so that two
-    victims of one deadlock do not meet again at once.
+    victims of one deadlock do not meet again at once. (A connection that dropped after the
+    server committed but before it answered makes the second run find its guard failed: the
+    record is right, the caller is told "not moved".)
     """
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        reconnected = False
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return fn(*args, **kwargs)
             except LockConflict:
-                if attempt == CONFLICT_ATTEMPTS:
+                if attempt >= CONFLICT_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0.0, 0.001 * 2**attempt))
-        raise AssertionError("unreachable")
+            except DatabaseUnavailable as exc:
+                if reconnected or not _dropped(exc):
+                    raise
+                reconnected = True
 
     return run

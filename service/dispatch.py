@@ -1,10 +1,18 @@
 """Messages between the web and the workers.
 
-A Dramatiq message on queue Q means "a job may be ready in queue Q": the worker that gets it
-claims the best waiting row of Q from the database. So priority holds across every waiting
-job, a duplicate or redelivered message is harmless (its claim finds nothing, or the next job),
-and a lost one is replaced by the sweeper, which tops up queues that hold more ready jobs than
-messages.
+A Dramatiq message on queue Q means "a job may be ready in queue Q": the worker thread that gets
+it claims the best waiting row of Q from the database, runs it, and goes on claiming from Q
+(see actors.run_job) until Q is empty or its turn is over. So priority holds across every
+waiting job, a duplicate or redelivered message is harmless (its claim finds nothing, or the
+next job), and a lost one is replaced by the sweeper, which wakes queues whose head job has
+waited too long with no message pending.
+
+Wake-ups are not sent per job: `wake(Q)` sends one only when none is pending for Q (a flag in
+Redis, set with the message and cleared by the thread that takes it, `woken(Q)`, before its
+first claim). A job committed before the flag is cleared is seen by that thread's claims; one
+committed after it sends a new wake-up. A thread that claims a job on a wake-up wakes one more
+(so a burst fans out to every idle thread), and threads that keep a queue need no messages:
+a drain of thousands of short jobs costs a few dozen messages, not one per job.
 
 Besides messages, notices on Redis pub/sub (or in-process, with the embedded StubBroker):
 - cancel notices to workers (a fast path; workers also see cancels in their heartbeat query);
@@ -29,6 +37,9 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 ACTOR_NAME = "run_job"
+#: a wake-up counts as pending for at most this long: if its message is lost, a job of the queue
+#: committed later sends another (and the sweeper wakes queues whose head job waits too long)
+WAKE_PENDING_MS = 2000
 #: after a failed send, how long to skip the broker (the sweeper sends what was skipped)
 BROKER_BACKOFF_S = 2.0
 log = structlog.get_logger(__name__)
@@ -70,6 +81,8 @@ class Dispatcher:
         self._registered: set[str] = set()
         self._local_handlers: list[NoticeHandler] = []
         self._local_output: dict[int, list[OutputListener]] = {}
+        self._local_ends: dict[str, bytes] = {}
+        self._local_wakes: dict[str, float] = {}
         self._lock = threading.Lock()
         self._skip_broker_until = 0.0
 
@@ -79,17 +92,40 @@ class Dispatcher:
 
     # --- messages ---------------------------------------------------------------------
 
-    def notify(self, queue: str, count: int = 1) -> bool:
-        """Tell workers that `count` jobs may be ready in `queue`; False if the broker is down.
+    def wake(self, queue: str) -> bool:
+        """Make sure a worker thread will look at `queue` (after a commit that made a job of it
+        ready): send a wake-up message unless one is pending already. False if the broker is
+        down (the sweeper wakes the queue once it is back)."""
+        return self._send(queue, 1, dedup=True)
 
-        A failure is logged and swallowed: the job is committed already, and the sweeper
+    def woken(self, queue: str) -> None:
+        """A worker thread took a wake-up of `queue` and is about to claim: jobs committed from
+        now on need a wake-up of their own."""
+        key = self.key(f"wake:{queue}")
+        if self.redis is None:
+            with self._lock:
+                self._local_wakes.pop(key, None)
+            return
+        try:
+            self.redis.delete(key)
+        except redis.RedisError:
+            pass  # it expires; meanwhile a job's wake-up may wait up to WAKE_PENDING_MS
+
+    def notify(self, queue: str, count: int = 1) -> bool:
+        """Send `count` wake-up messages for `queue`, pending or not (the sweeper's top-up, and
+        tests that act as a broker redelivering); False if the broker is down."""
+        return self._send(queue, count, dedup=False)
+
+    def _send(self, queue: str, count: int, dedup: bool) -> bool:
+        """A failure is logged and swallowed: the job is committed already, and the sweeper
         sends its message once the broker is back. After a failure, sends are skipped for a
-        moment, so that requests do not each wait for a broker that is down.
-        """
+        moment, so that requests do not each wait for a broker that is down."""
         if time.monotonic() < self._skip_broker_until:
             return False
         try:
             self._register(queue)
+            if dedup and not self._mark_wake_pending(queue):
+                return True
             if isinstance(self.broker, StubBroker):
                 self.broker.declare_queue(queue)
             for _ in range(count):
@@ -101,6 +137,18 @@ class Dispatcher:
             )
             return False
         return True
+
+    def _mark_wake_pending(self, queue: str) -> bool:
+        """Set the queue's wake-up flag; False if it was set (a wake-up is pending)."""
+        key = self.key(f"wake:{queue}")
+        if self.redis is None:
+            now = time.monotonic()
+            with self._lock:
+                if self._local_wakes.get(key, 0.0) > now:
+                    return False
+                self._local_wakes[key] = now + WAKE_PENDING_MS / 1000
+                return True
+        return bool(self.redis.set(key, b"1", nx=True, px=WAKE_PENDING_MS))
 
     def pending(self, queue: str) -> int:
         """Messages waiting in the broker for `queue` (not counting those a worker holds)."""
@@ -173,6 +221,42 @@ class Dispatcher:
                 stop.wait(1.0)
             finally:
                 pubsub.close()
+
+    # --- ends of attempts the database has not stored yet ----------------------------------
+
+    def keep_end(self, job_id: int, lease: int, data: bytes, ttl: float) -> bool:
+        """Keep how an attempt ended where the sweeper can find it (see jobs.KnownEnd);
+        False if it could not be kept."""
+        key = self.key(f"end:{job_id}:{lease}")
+        if self.redis is None:
+            with self._lock:
+                self._local_ends[key] = data
+            return True
+        try:
+            self.redis.set(key, data, ex=max(1, int(ttl)))
+        except redis.RedisError as exc:
+            log.warning("attempt end not kept", job_id=job_id, error=str(exc))
+            return False
+        return True
+
+    def known_end(self, job_id: int, lease: int) -> bytes | None:
+        key = self.key(f"end:{job_id}:{lease}")
+        if self.redis is None:
+            with self._lock:
+                return self._local_ends.get(key)
+        value = self.redis.get(key)
+        return bytes(value) if value is not None else None
+
+    def forget_end(self, job_id: int, lease: int) -> None:
+        key = self.key(f"end:{job_id}:{lease}")
+        if self.redis is None:
+            with self._lock:
+                self._local_ends.pop(key, None)
+            return
+        try:
+            self.redis.delete(key)
+        except redis.RedisError:
+            pass  # it expires
 
     # --- live output ------------------------------------------------------------------
 

@@ -249,6 +249,8 @@ async def follow(
                     break
                 for part in stream.keepalive():
                     yield part
+                # ask again: a worker that started the job since may not have heard us
+                await hub.request_output(job_id, stream.sent)
                 continue
             if isinstance(message, Chunk):
                 for part in stream.data(message.offset, message.data):

@@ -379,33 +379,41 @@ def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     `FOR UPDATE SKIP LOCKED` lets concurrent workers take different rows; the guarded UPDATE
     makes a second claim of the same row impossible whatever the broker delivers.
     """
-    return _claim_next(engine, queue, worker)
-
-
-def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
     with transaction(engine) as conn:
-        now = utcnow()
-        row = conn.execute(CLAIM_CANDIDATE, {"queue": queue, "now": now}).first()
-        if row is None:
-            return None
-        lease, attempt = row.lease + 1, row.attempts + 1
-        claimed = _move(
-            conn,
-            row.id,
-            State.RUNNING,
-            {State.QUEUED},
-            {Guard.LEASE: row.lease},
-            attempts=attempt,
-            lease=lease,
-            locked_at=now,
-            locked_by=worker,
-            heartbeat_at=now,
-            started_at=now,  # the first attempt's start: kept by the statement if already set
-            cancel_requested_at=None,
-            updated_at=now,
-        )
-        if not claimed:
-            return None
+        return _claim_in(conn, NextClaim(queue, worker))
+
+
+@dataclass(frozen=True)
+class NextClaim:
+    """Which queue a worker thread claims its next job from, and under what name."""
+
+    queue: str
+    worker: str
+
+
+def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
+    now = utcnow()
+    row = conn.execute(CLAIM_CANDIDATE, {"queue": claim.queue, "now": now}).first()
+    if row is None:
+        return None
+    lease, attempt = row.lease + 1, row.attempts + 1
+    claimed = _move(
+        conn,
+        row.id,
+        State.RUNNING,
+        {State.QUEUED},
+        {Guard.LEASE: row.lease},
+        attempts=attempt,
+        lease=lease,
+        locked_at=now,
+        locked_by=claim.worker,
+        heartbeat_at=now,
+        started_at=now,  # the first attempt's start: kept by the statement if already set
+        cancel_requested_at=None,
+        updated_at=now,
+    )
+    if not claimed:
+        return None
     return ClaimedJob(
         id=row.id,
         lease=lease,
@@ -415,7 +423,7 @@ def _claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
         argv=row.argv,
         env=row.env,
         timeout=row.timeout,
-        queue=queue,
+        queue=claim.queue,
         output=row.output or b"",
         output_offset=row.output_offset,
         run_at=row.run_at,
@@ -540,31 +548,40 @@ def _end_attempt(
 
 @retry_conflicts
 def finish(
+    engine: Engine, job: ClaimedJob, outcome: Outcome, output: OutputSnapshot, policy: RetryPolicy
+) -> State | None:
+    """Record the end of an attempt; return the job's new state, None if it was not ours."""
+    with transaction(engine) as conn:
+        return _finish_in(conn, job, outcome, output, policy)
+
+
+@retry_conflicts
+def finish_and_claim(
     engine: Engine,
     job: ClaimedJob,
     outcome: Outcome,
     output: OutputSnapshot,
     policy: RetryPolicy,
+    then: NextClaim,
+) -> tuple[State | None, ClaimedJob | None]:
+    """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
+    worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
+    with transaction(engine) as conn:
+        return _finish_in(conn, job, outcome, output, policy), _claim_in(conn, then)
+
+
+def _finish_in(
+    conn: Connection, job: ClaimedJob, outcome: Outcome, output: OutputSnapshot, policy: RetryPolicy
 ) -> State | None:
-    """Record the end of an attempt; return the job's new state, None if it was not ours."""
     values = {
         "heartbeat_at": None,
         "output": output.data,
         "output_offset": output.offset,
         "output_bytes": output.total,
     }
-    with transaction(engine) as conn:
-        return _end_attempt(
-            conn,
-            job.id,
-            job.attempt,
-            job.max_retries,
-            _fenced(job),
-            outcome,
-            policy,
-            utcnow(),
-            values,
-        )
+    return _end_attempt(
+        conn, job.id, job.attempt, job.max_retries, _fenced(job), outcome, policy, utcnow(), values
+    )
 
 
 @retry_conflicts

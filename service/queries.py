@@ -127,17 +127,6 @@ def head_waiting_since(conn: Connection, queue: str) -> dt.datetime | None:
     ).scalar()
 
 
-def ready_count(conn: Connection, queue: str, cap: int) -> int:
-    """How many jobs of a queue wait for a worker now, counting at most `cap`."""
-    inner = (
-        sa.select(sa.literal(1))
-        .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED)
-        .limit(cap)
-        .subquery()
-    )
-    return conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one()
-
-
 def waiting_queues(conn: Connection) -> list[str]:
     """The queues that have jobs that are not final yet."""
     rows = conn.execute(

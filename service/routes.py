@@ -161,7 +161,7 @@ def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
         return
     job = jobs.edit(services.engine, job_id, changes)
     if job.state == State.QUEUED:
-        services.dispatcher.notify(job.queue)
+        services.dispatcher.wake(job.queue)
 
 
 async def edit_job(request: Request) -> Response:
@@ -200,7 +200,7 @@ async def cancel_job(request: Request) -> Response:
 
 def _retry(services: Services, job_id: int) -> Job:
     job = jobs.retry(services.engine, job_id)
-    services.dispatcher.notify(job.queue)
+    services.dispatcher.wake(job.queue)
     return job
 
 

@@ -109,11 +109,14 @@ class Submitter:
                     outcomes[id(request)] = jobs.create(self.engine, request.spec, request.key)
                 except Exception as exc:
                     outcomes[id(request)] = exc
-        for outcome in outcomes.values():  # after the commit: a worker must find the row
+        ready_queues: set[str] = set()
+        for outcome in outcomes.values():
             if isinstance(outcome, tuple) and outcome[1]:
                 job = outcome[0]
                 RECORDER.count("jobrunner_jobs_created", job.queue)
                 if job.state == State.QUEUED:
-                    self.dispatcher.notify(job.queue)
+                    ready_queues.add(job.queue)
+        for name in sorted(ready_queues):  # after the commit: a worker must find the rows
+            self.dispatcher.wake(name)  # one wake-up per queue: it fans out to idle threads
         for request in batch:
             request.loop.call_soon_threadsafe(_settle, request.future, outcomes[id(request)])

@@ -26,6 +26,9 @@ BACKENDS = ["stack", "dev"]
 #: run a test that takes `api` or `worked_api` against both backends
 both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 T = TypeVar("T")
+#: how long a test waits for something a real process does (a command starting, its group
+#: dying): an upper bound on a slow machine, never a sleep; waits end as soon as it happens
+PROCESS_DEADLINE = 60.0
 
 
 def free_port() -> int:

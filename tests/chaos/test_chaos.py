@@ -207,3 +207,42 @@ def test_database_outage_longer_than_the_lease(stack: Stack, mariadb: MariaDBSer
     assert_clean(ledger)
     assert ledger.succeeded == 8 and ledger.retried == 8, ledger.line()
     assert ledger.runs == 16
+
+
+def test_an_end_kept_during_an_outage_outlives_its_worker(
+    stack: Stack, mariadb: MariaDBServer
+) -> None:
+    # commands that end inside a MariaDB outage, before the self-fence (lease 2 s: 1.5 s),
+    # then their worker is SIGKILLed before MariaDB is back: the sweeper of another worker
+    # must record how each command really ended (kept in Redis), not "worker lost"
+    stack.env["JOBRUNNER_LEASE_TIMEOUT"] = "2"
+    stack.env["JOBRUNNER_HEARTBEAT_INTERVAL"] = "0.2"
+    stack.start_web()
+    worker = stack.start_worker("a")
+    ids = [stack.submit(command="bin/tick.sh 7", max_retries=0) for _ in range(4)]
+    wait_for(
+        lambda: sum(r.state == "running" for r in stack.rows()) == 4,
+        timeout=20,
+        what="4 jobs running",
+    )
+    mariadb.stop(crash=True)
+    wait_for(
+        lambda: set(stamps_of(stack.stamps, "end")) >= set(ids),
+        timeout=15,
+        what="the commands to end during the outage",
+    )
+    wait_for(
+        lambda: worker.output().count("database unavailable; will retry") >= 4,
+        timeout=15,
+        what="the worker to fail to record the 4 ends",
+    )
+    worker.kill_group()
+    mariadb.start()
+    stack.start_worker("b")
+    stack.wait_all_final(timeout=60)
+
+    ledger = draw_ledger("ends kept in Redis while MariaDB was down; their worker SIGKILLed", stack)
+    assert ids == stack.submitted
+    assert_clean(ledger)
+    assert ledger.succeeded == 4, ledger.line()
+    assert ledger.runs == 4

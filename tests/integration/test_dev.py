@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import JOBRUNNER, Api, Process, processes_with, start_dev, wait_for
+from tests.support import (
+    JOBRUNNER,
+    PROCESS_DEADLINE,
+    Api,
+    Process,
+    processes_with,
+    start_dev,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -84,7 +92,9 @@ def test_running_jobs_of_a_killed_dev_are_retried_or_failed_after_the_lease(
         failed = api.submit(command=f"{marker} & {marker}", max_retries=0)
         for job in (retried, failed):
             api.wait(job["id"], {"running"})
-        wait_for(lambda: len(processes_with(marker)) >= 3, timeout=10, what="the commands")
+        wait_for(
+            lambda: len(processes_with(marker)) >= 3, timeout=PROCESS_DEADLINE, what="the commands"
+        )
     first.proc.kill()  # SIGKILL: no shutdown at all; the commands run on in their sessions
     first.proc.wait(timeout=10)
     assert rows(db) == {retried["id"]: ("running", 1), failed["id"]: ("running", 1)}
@@ -93,7 +103,9 @@ def test_running_jobs_of_a_killed_dev_are_retried_or_failed_after_the_lease(
     started.append(second)
     # its reaper kills the orphans at once (if no other live worker on this host did it first);
     # its sweeper gives up their attempts after the lease timeout (JOBRUNNER_LEASE_TIMEOUT=5)
-    wait_for(lambda: processes_with(marker) == [], timeout=5, what="the orphans to be killed")
+    wait_for(
+        lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="the orphans to die"
+    )
     with Api(url) as api:
         job = api.wait(retried["id"], timeout=30)
         assert (job["state"], job["attempts"]) == ("succeeded", 2)

@@ -87,8 +87,12 @@ def test_following_a_waiting_job_gets_everything_once_it_runs(
     job = worked_api.submit(command="echo one; sleep 0.3; echo two", run_at=run_at)
     assert job["state"] == "scheduled"
     url = f"{worked_api.base_url}/jobs/{job['id']}/output?follow=1"
+    started = time.monotonic()
     with httpx.stream("GET", url, headers=AUTH, timeout=20) as response:
         assert list(response.iter_lines()) == ["one", "two"]
+    # the worker that started it knew of the follower (its request came before the job ran):
+    # the lines came live, not with the follower's check every 15 s
+    assert time.monotonic() - started < 10
 
 
 def test_following_a_finished_job_returns_at_once(worked_api: Api) -> None:

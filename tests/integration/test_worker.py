@@ -11,11 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from actors.broker import make_broker
+from service import db, jobs
 from service.config import Settings
 from service.dispatch import Dispatcher
-from tests.support import Api, Process, both_backends, processes_with, start_worker, wait_for
+from service.schemas import parse_create
+from service.states import FINAL
+from tests.support import (
+    PROCESS_DEADLINE,
+    Api,
+    Process,
+    both_backends,
+    processes_with,
+    start_worker,
+    wait_for,
+)
 
 
 def stamps(scratch: Path) -> list[tuple[int, int, str, float]]:
@@ -123,10 +135,12 @@ def test_backoff_grows_exponentially(worked_api: Api, scratch: Path) -> None:
 def test_timeout_kills_the_grandchildren(worked_api: Api) -> None:
     marker = f"sleep 7{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=f"{marker} & {marker}; echo never", timeout=1)
-    wait_for(lambda: processes_with(marker), timeout=10, what="the command to start")
+    wait_for(lambda: processes_with(marker), timeout=PROCESS_DEADLINE, what="the command to start")
     final = worked_api.wait(job["id"])
     assert (final["state"], final["last_error"]) == ("failed", "timed out after 1s")
-    wait_for(lambda: processes_with(marker) == [], timeout=3, what="no grandchild left")
+    wait_for(
+        lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="no grandchild left"
+    )
 
 
 @both_backends
@@ -134,23 +148,29 @@ def test_cancel_reaches_the_running_command_and_its_grandchildren(worked_api: Ap
     marker = f"sleep 8{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=f"{marker} & {marker}; echo never")
     worked_api.wait(job["id"], {"running"})
-    wait_for(lambda: processes_with(marker), timeout=10, what="the command to start")
+    wait_for(lambda: processes_with(marker), timeout=PROCESS_DEADLINE, what="the command to start")
     response = worked_api.http.post(f"/jobs/{job['id']}/cancel")
     assert response.status_code == 202
     assert response.json()["cancel_requested"] is True
     final = worked_api.wait(job["id"], timeout=10)
     assert (final["state"], final["last_error"]) == ("cancelled", "cancelled")
     assert final["finished_at"] is not None
-    wait_for(lambda: processes_with(marker) == [], timeout=3, what="no grandchild left")
+    wait_for(
+        lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="no grandchild left"
+    )
 
 
 @both_backends
 def test_delete_stops_a_running_command(worked_api: Api) -> None:
     marker = f"sleep 9{uuid.uuid4().int % 1000:03d}"
     job = worked_api.submit(command=marker)
-    wait_for(lambda: processes_with(marker), timeout=10, what="the command to start")
+    wait_for(lambda: processes_with(marker), timeout=PROCESS_DEADLINE, what="the command to start")
     assert worked_api.http.delete(f"/jobs/{job['id']}").status_code == 204
-    wait_for(lambda: processes_with(marker) == [], timeout=5, what="the command to be killed")
+    wait_for(
+        lambda: processes_with(marker) == [],
+        timeout=PROCESS_DEADLINE,
+        what="the command to be killed",
+    )
     assert worked_api.http.get(f"/jobs/{job['id']}").status_code == 404
 
 
@@ -263,3 +283,75 @@ def test_a_worker_for_every_queue_finds_queues_created_after_it_started(
     final = worked_api.wait(job["id"], timeout=10)
     assert final["state"] == "succeeded"
     assert final["queue"] == queue
+
+
+def _create(engine: sa.Engine, settings: Settings, queue: str, commands: list[str]) -> list[int]:
+    """Jobs committed in one batch, then their queue woken once: as the web's submitter does."""
+    specs = [parse_create({"command": c, "queue": queue}, settings) for c in commands]
+    created = [job.id for job in jobs.create_many(engine, specs)]
+    broker = make_broker(settings)
+    try:
+        assert Dispatcher(broker, settings.redis_namespace).wake(queue)
+    finally:
+        broker.close()
+    return created
+
+
+def _final(engine: sa.Engine, ids: list[int]) -> dict[int, sa.Row]:
+    """The rows of these jobs once every one of them is final (else an empty dict)."""
+    with engine.connect() as conn:
+        rows = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(db.jobs.c.id, db.jobs.c.state, db.jobs.c.started_at).where(
+                    db.jobs.c.id.in_(ids)
+                )
+            )
+        }
+    return rows if all(row.state in FINAL for row in rows.values()) else {}
+
+
+def test_one_wake_up_fans_out_to_every_idle_thread(
+    engine: sa.Engine,
+    clean_db: None,
+    scratch: Path,
+    base_env: dict[str, str],
+    log_dir: Path,
+    own_worker: list,
+) -> None:
+    """A burst of jobs is woken with one message; the thread that takes it wakes the next, so
+    every thread of the worker (4) runs one of them at once."""
+    settings = Settings.from_environ(base_env)
+    own_worker.append(start_worker(base_env, log_dir, "fanout", WORKER_QUEUES="fanout"))
+    ids = _create(engine, settings, "fanout", ["bin/stamp.sh 1"] * 8)
+    rows = wait_for(lambda: _final(engine, ids), timeout=PROCESS_DEADLINE, what="8 jobs")
+    assert {row.state for row in rows.values()} == {"succeeded"}
+    running, most = 0, 0
+    for _, what in sorted((when, what) for job, _, what, when in stamps(scratch) if job in ids):
+        running += 1 if what == "start" else -1
+        most = max(most, running)
+    assert most == 4, f"at most {most} of the 4 threads ran at once"
+
+
+def test_a_thread_that_keeps_a_busy_queue_lets_other_queues_have_a_turn(
+    engine: sa.Engine, clean_db: None, base_env: dict[str, str], log_dir: Path, own_worker: list
+) -> None:
+    """One thread, a queue with ~6 s of short jobs, then one job in another queue: it starts
+    after the busy queue's turn (KEEP_QUEUE_S), not after the whole backlog."""
+    settings = Settings.from_environ(base_env)
+    env = dict(base_env, WORKER_THREADS="1")
+    own_worker.append(start_worker(env, log_dir, "turns", WORKER_QUEUES="turn_a,turn_b"))
+    busy = _create(engine, settings, "turn_a", ["sleep 0.02"] * 300)
+    wait_for(lambda: _started(engine, busy[0]), timeout=PROCESS_DEADLINE, what="the busy queue")
+    (other,) = _create(engine, settings, "turn_b", ["true"])
+    rows = wait_for(lambda: _final(engine, [*busy, other]), timeout=120, what="every job")
+    started = sorted(busy, key=lambda job_id: rows[job_id].started_at)
+    before = sum(1 for job_id in busy if rows[job_id].started_at < rows[other].started_at)
+    assert before < len(busy) / 2, f"{before} of {len(busy)} busy jobs ran before the other"
+    assert started[0] == busy[0]
+
+
+def _started(engine: sa.Engine, job_id: int) -> bool:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.jobs.c.started_at).where(db.jobs.c.id == job_id)).one()
+    return row.started_at is not None

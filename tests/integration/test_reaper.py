@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from actors import reaper
-from tests.support import processes_with, wait_for
+from tests.support import PROCESS_DEADLINE, processes_with, wait_for
 
 
 def spawn(marker: str, worker: str) -> subprocess.Popen[bytes]:
@@ -19,6 +19,11 @@ def spawn(marker: str, worker: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         ["/bin/sh", "-c", f"{marker} & {marker}"], env=env, start_new_session=True
     )
+
+
+def sleeps(marker: str) -> list[str]:
+    """The two `sleep` processes a spawned command runs (not the shell that started them)."""
+    return [line for line in processes_with(marker) if line.split(": ", 1)[1].strip() == marker]
 
 
 def dead_pid() -> int:
@@ -32,11 +37,11 @@ def test_kills_the_group_of_a_command_whose_worker_is_dead(prefix: str) -> None:
     marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
     host = socket.gethostname()
     orphan = spawn(marker, f"{host}:{prefix}{dead_pid()}")
-    wait_for(lambda: len(processes_with(marker)) == 3, timeout=5, what="the command")
+    wait_for(lambda: len(sleeps(marker)) == 2, timeout=PROCESS_DEADLINE, what="the command")
     found = reaper.reap(host)
     assert any(o.pgid == orphan.pid and o.job_id == "42" for o in found)
-    orphan.wait(timeout=5)
-    wait_for(lambda: processes_with(marker) == [], timeout=5, what="the grandchild to die")
+    orphan.wait(timeout=PROCESS_DEADLINE)
+    wait_for(lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="no survivor")
 
 
 def test_leaves_commands_of_live_workers_and_of_other_hosts() -> None:
@@ -54,10 +59,10 @@ def test_leaves_commands_of_live_workers_and_of_other_hosts() -> None:
     # (a process's own commands are skipped too, but any other reaper on this host, such as
     # the integration tests' worker, would rightly kill a command "of" this pytest process)
     try:
-        wait_for(lambda: len(processes_with(marker)) == 12, timeout=5, what="the commands")
+        wait_for(lambda: len(sleeps(marker)) == 8, timeout=PROCESS_DEADLINE, what="the commands")
         found = reaper.reap(host)
         assert all(o.pgid not in {proc.pid for proc in kept} for o in found)
-        assert len(processes_with(marker)) == 12
+        assert len(sleeps(marker)) == 8
     finally:
         for proc in kept:
             os.killpg(proc.pid, 9)
