@@ -6,6 +6,7 @@ has no side effects; `actors.worker` is what makes it the global broker in a wor
 
 from __future__ import annotations
 
+import threading
 import time
 
 import redis
@@ -32,8 +33,52 @@ BUSY_WAIT_S = 0.1
 FULL_WAIT_S = 0.005
 
 
+class Slots:
+    """How many more wake-up messages this worker process may take from Redis: one per idle
+    worker thread, across all the queues it serves.
+
+    Dramatiq lets each queue's consumer prefetch on its own, so a process whose threads are
+    all busy (keeping one queue, or stopping) would still take another queue's wake-up and sit
+    on it while other processes idle; with one wake-up per burst (service.dispatch) that
+    would stall the burst. A slot is taken when a message is fetched and given back when a
+    worker thread is done with it (WorkerLifecycle.after_process_message); `close` (on
+    shutdown) takes no more.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def take(self, wanted: int) -> int:
+        with self._changed:
+            granted = 0 if self._closed else max(0, min(wanted, self._free))
+            self._free -= granted
+            return granted
+
+    def give(self, count: int = 1) -> None:
+        with self._changed:
+            self._free += count
+            self._changed.notify_all()
+
+    def wait_free(self, timeout: float) -> None:
+        """Wait until a slot is free (or `timeout` seconds)."""
+        with self._changed:
+            if self._free <= 0 or self._closed:
+                self._changed.wait(timeout)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+
+    @property
+    def free(self) -> int:
+        return 0 if self._closed else self._free
+
+
 class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
-    """A Redis consumer that waits for a message instead of polling with backoff.
+    """A Redis consumer that waits for a message instead of polling with backoff, and takes
+    no more messages than its process has idle worker threads (Slots).
 
     Dramatiq's consumer sleeps between empty fetches, up to the worker timeout: an idle worker
     picks up a job 100 ms to 1 s late. This one blocks on the queue's own list with
@@ -50,8 +95,8 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
                     data = self.message_cache.pop(0)
                 except IndexError:
                     if self.outstanding_message_count < self.prefetch:
-                        self.message_cache = self.broker.do_fetch(
-                            self.queue_name, self.prefetch - self.outstanding_message_count
+                        self.message_cache = self._fetch(
+                            self.prefetch - self.outstanding_message_count
                         )
                     if not self.message_cache:
                         self._wait()
@@ -66,12 +111,31 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
 
+    @property
+    def _is_delay_queue(self) -> bool:
+        return bool(self.queue_name == dq_name(self.queue_name))
+
+    def _fetch(self, wanted: int) -> list[bytes]:
+        if self._is_delay_queue:  # its messages go back to their queue, not to a thread
+            return list(self.broker.do_fetch(self.queue_name, wanted))
+        slots: Slots = self.broker.slots
+        granted = slots.take(wanted)
+        if not granted:
+            return []
+        fetched = list(self.broker.do_fetch(self.queue_name, granted))
+        slots.give(granted - len(fetched))
+        return fetched
+
     def _wait(self) -> None:
-        if self.queue_name == dq_name(self.queue_name):  # a delay queue (unused here): poll
+        if self._is_delay_queue:  # a delay queue (Dramatiq's retries of a message): poll
             time.sleep(self.timeout / 1000)
             return
+        slots: Slots = self.broker.slots
+        if not slots.free:
+            slots.wait_free(BUSY_WAIT_S)  # every thread busy: wait for one to be done
+            return
         if self.outstanding_message_count >= self.prefetch:
-            time.sleep(FULL_WAIT_S)  # every thread busy: check the acks again shortly
+            time.sleep(FULL_WAIT_S)  # done, but not acked yet: the acks come next
             return
         block = self.timeout / 1000 if not self.outstanding_message_count else BUSY_WAIT_S
         key = f"{self.broker.namespace}:{self.queue_name}"
@@ -79,6 +143,10 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
 
 
 class WakingRedisBroker(RedisBroker):
+    def __init__(self, *, slots: int, **options: object) -> None:
+        super().__init__(**options)
+        self.slots = Slots(slots)
+
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
@@ -105,6 +173,7 @@ def make_broker(settings: Settings, *, middleware: list[Middleware] | None = Non
     if settings.uses_stub_broker:
         return StubBroker(middleware=middleware or [])
     return WakingRedisBroker(
+        slots=settings.worker_threads,
         client=make_redis_client(settings.redis_url),
         namespace=settings.redis_namespace,
         middleware=middleware or [],

@@ -51,22 +51,28 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self._attempts: dict[int, RunningAttempt] = {}
-        #: job id -> until when a follow request for it is remembered (monotonic clock)
-        self._followed: OrderedDict[int, float] = OrderedDict()
+        #: job id -> (until when a follow request for it is remembered (monotonic clock), the
+        #: byte offset the follower asked for)
+        self._followed: OrderedDict[int, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, job: ClaimedJob, live: LiveOutput | None = None) -> None:
         with self._lock:
             self._attempts[job.id] = RunningAttempt(job, live=live)
-            until = self._followed.get(job.id)
-            if live is not None and until is not None and until > time.monotonic():
+            until, offset = self._followed.get(job.id, (0.0, 0))
+            followed = live is not None and until > time.monotonic()
+            if followed and live is not None:
                 live.followed = True
+        if followed and live is not None:
+            # what earlier attempts printed since the follower's offset (it may not have
+            # heard their end), then this attempt's output as it comes
+            live.replay(offset)
 
     def follow(self, job_id: int, offset: int) -> None:
         """A follower of this job asked for its output from byte `offset`: from now on the
         job's live output is published, here or, if it starts later, wherever it runs."""
         with self._lock:
-            self._followed[job_id] = time.monotonic() + FOLLOW_MEMORY_S
+            self._followed[job_id] = (time.monotonic() + FOLLOW_MEMORY_S, offset)
             self._followed.move_to_end(job_id)
             while len(self._followed) > FOLLOW_MEMORY_MAX:
                 self._followed.popitem(last=False)

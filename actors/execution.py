@@ -242,8 +242,14 @@ def _execute(
     output = tail.snapshot()
     policy = settings.retry_policy
 
+    tries = 0
+
     def record() -> tuple[State | None, Next]:
-        then = keep() if keep is not None else None
+        nonlocal tries
+        tries += 1
+        # the next claim rides along on the first try only: a try that failed may have
+        # committed (a connection lost during COMMIT), and a second claim would strand the first
+        then = keep() if keep is not None and tries == 1 else None
         if then is None:
             return jobs.finish(ctx.engine, job, outcome, output, policy), Next()
         state, claimed = jobs.finish_and_claim(ctx.engine, job, outcome, output, policy, then)

@@ -38,6 +38,29 @@ class WorkerLifecycle(Middleware):
         queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
         log.info("worker process ready", worker=self.ctx.name, queues=queues)
 
+    # --- one slot per worker thread (actors.broker.Slots) ----------------------------------
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.broker.MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._thread_done(broker)
+
+    def after_skip_message(
+        self, broker: dramatiq.Broker, message: dramatiq.broker.MessageProxy
+    ) -> None:
+        self._thread_done(broker)
+
+    @staticmethod
+    def _thread_done(broker: dramatiq.Broker) -> None:
+        slots = getattr(broker, "slots", None)
+        if slots is not None:
+            slots.give()
+
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         log.info(
             "worker process stopping",
@@ -46,6 +69,9 @@ class WorkerLifecycle(Middleware):
             grace=self.ctx.settings.shutdown_grace,
         )
         self.ctx.begin_shutdown()
+        slots = getattr(broker, "slots", None)
+        if slots is not None:
+            slots.close()  # take no more wake-ups: idle workers elsewhere get them
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.metrics is not None:

@@ -42,9 +42,6 @@ class LivePublisher:
         with self._lock:
             if not self._pending:
                 return
-            if not self.followed:  # the stored output has it; a follower replays from there
-                self._pending.clear()
-                return
             offset, data = self._pending_offset, b"".join(self._pending)
             self._pending.clear()
         self.dispatcher.publish_output(self.job_id, output_chunk(offset, data))

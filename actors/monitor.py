@@ -25,6 +25,10 @@ REAP_INTERVAL_S = 5.0
 #: a worker stops its commands itself when the database has not confirmed them for this
 #: share of the lease timeout: before the sweeper can give the attempt to another worker
 SELF_FENCE_SHARE = 0.75
+#: how often each worker process looks for jobs claimed in its name that it does not run
+#: (a claim whose answer was lost), and how old such a claim must be to count
+RELEASE_INTERVAL_S = 10.0
+RELEASE_AFTER_S = 10.0
 
 
 class Monitor:
@@ -38,7 +42,9 @@ class Monitor:
     - self-fencing: a command whose heartbeats the database has not accepted for most of
       the lease timeout (this worker is cut off from it) is stopped, before the sweeper may
       give the job to another worker: never two runs at once;
-    - the orphan reaper: kills commands left behind by dead worker processes on this host.
+    - the orphan reaper: kills commands left behind by dead worker processes on this host;
+    - unknown claims: jobs claimed in this process's name that it does not run (a claim whose
+      answer was lost) are put back in their queue at once, not failed as lost a lease later.
     """
 
     def __init__(self, ctx: WorkerContext, broker: dramatiq.Broker, serve_all_queues: bool):
@@ -90,6 +96,17 @@ class Monitor:
                     seconds=limit,
                 )
 
+    def release_unknown_claims(self) -> None:
+        known = set(self.ctx.running.leases())
+        engine, name = self.ctx.engine, self.ctx.name
+        for job_id, queue in jobs.release_unregistered(engine, name, known, RELEASE_AFTER_S):
+            log.warning(
+                "put back a job claimed in this worker's name that it did not run",
+                job_id=job_id,
+                queue=queue,
+            )
+            self.ctx.dispatcher.wake(queue)
+
     def reap_orphans(self) -> None:
         for orphan in reaper.reap(socket.gethostname()):
             log.warning(
@@ -111,12 +128,16 @@ class Monitor:
         interval = self.ctx.settings.heartbeat_interval
         reap_every = min(REAP_INTERVAL_S, self.ctx.settings.lease_timeout / 4)
         next_reap = time.monotonic() + reap_every
+        next_release = time.monotonic() + RELEASE_INTERVAL_S
         while not self.stop_event.wait(interval):
             try:
                 self.beat()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + reap_every
                     self.reap_orphans()
+                if time.monotonic() >= next_release:
+                    next_release = time.monotonic() + RELEASE_INTERVAL_S
+                    self.release_unknown_claims()
                 if self.serve_all_queues:
                     self.discover_queues()
             except (DatabaseUnavailable, redis.RedisError) as exc:

@@ -158,7 +158,13 @@ class Sweeper:
             data = self.ctx.dispatcher.known_end(job_id, lease)
         except redis.RedisError:
             return None
-        return jobs.KnownEnd.decode(data) if data is not None else None
+        if data is None:
+            return None
+        try:
+            return jobs.KnownEnd.decode(data)
+        except (ValueError, TypeError) as exc:
+            log.warning("unreadable attempt end ignored", job_id=job_id, error=str(exc))
+            return None
 
     def purge(self) -> None:
         deleted = 0

@@ -195,20 +195,29 @@ def _dropped(exc: DatabaseUnavailable) -> bool:
 
 
 def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
-    """Run a function that is one transaction again when it fails with LockConflict, and once
-    more at once when its connection was found dropped.
+    """Run a function that is one transaction again when it fails with LockConflict.
 
     InnoDB rolls a deadlock's victim back whole ("try restarting transaction"), and every
     transition is a guarded UPDATE, so running it again is safe: it moves the row if it still
     may, and reports that it did not otherwise. The pauses are short and random, so that two
-    victims of one deadlock do not meet again at once. (A connection that dropped after the
-    server committed but before it answered makes the second run find its guard failed: the
-    record is right, the caller is told "not moved".)
+    victims of one deadlock do not meet again at once.
     """
+    return _retrying(fn, reconnect=False)
 
+
+def retry_fenced(fn: Callable[P, T]) -> Callable[P, T]:
+    """`retry_conflicts`, and once more at once when the connection was found dropped: for
+    a worker's fenced writes only (an attempt's end, a hand-back, its output), which change
+    nothing when run twice. (A dropped connection may hide a commit that happened: run
+    again, the write finds its guard failed and says so. An insert or a claim run again
+    would do its work twice, so they are not retried that way.)"""
+    return _retrying(fn, reconnect=True)
+
+
+def _retrying(fn: Callable[P, T], *, reconnect: bool) -> Callable[P, T]:
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        reconnected = False
+        reconnected = not reconnect
         attempt = 0
         while True:
             attempt += 1

@@ -122,15 +122,20 @@ class Dispatcher:
         moment, so that requests do not each wait for a broker that is down."""
         if time.monotonic() < self._skip_broker_until:
             return False
+        marked = False
         try:
             self._register(queue)
-            if dedup and not self._mark_wake_pending(queue):
-                return True
+            if dedup:
+                marked = self._mark_wake_pending(queue)
+                if not marked:
+                    return True
             if isinstance(self.broker, StubBroker):
                 self.broker.declare_queue(queue)
             for _ in range(count):
                 self.broker.enqueue(wake_message(queue))
         except (redis.RedisError, dramatiq.errors.BrokerError) as exc:
+            if marked:
+                self.woken(queue)  # no wake-up is pending after all
             self._skip_broker_until = time.monotonic() + BROKER_BACKOFF_S
             log.warning(
                 "broker unavailable; the sweeper will send the message", queue=queue, error=str(exc)

@@ -3,10 +3,11 @@
 One `OutputHub` per web process holds one Redis pub/sub connection (async, no thread) and
 subscribes to the channel of each job that someone follows, fanning messages out to the
 followers' queues. A follower costs a queue and a socket: no thread, and no database query
-but at its start, at the job's end, and once every `IDLE_CHECK_S` while nothing comes (in case
-an end message was lost). Workers publish what a command prints and the end of each attempt;
-a follower that just subscribed asks the worker for what was printed before (byte offsets
-make the joins exact).
+but at its start, at the job's end, and after each of `IDLE_CHECKS_S` while nothing comes (in
+case an end message was lost, or the job ended before its worker heard the follower). Workers
+publish what a command prints and the end of each attempt, once a follower has asked: a
+follower that just subscribed asks the worker for what was printed before (byte offsets make
+the joins exact), and asks again after each idle pause.
 
 With `Accept: text/event-stream` the stream is Server-Sent Events: an `output` event per chunk
 (its data a JSON string, its `id` the byte offset after it, so `Last-Event-ID` resumes without
@@ -34,7 +35,9 @@ from service.states import FINAL
 
 log = structlog.get_logger(__name__)
 
-IDLE_CHECK_S = 15.0
+#: while nothing comes, a follower reads the job again after these pauses (then every last
+#: one): soon at first, since a short job may end before its worker heard the follower
+IDLE_CHECKS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 CLOSED = object()
 
 
@@ -240,10 +243,14 @@ async def follow(
         for part in stream.data(stored.offset, stored.data):
             yield part
         await hub.request_output(job_id, stream.sent)
+        idle = 0
         while not hub.closed:
             try:
-                message = await asyncio.wait_for(queue.get(), IDLE_CHECK_S)
+                pause = IDLE_CHECKS_S[min(idle, len(IDLE_CHECKS_S) - 1)]
+                message = await asyncio.wait_for(queue.get(), pause)
+                idle = 0
             except TimeoutError:
+                idle += 1
                 stored = await load()  # an end message may have been lost
                 if stored.state in FINAL:
                     break

@@ -20,7 +20,10 @@ locking read takes only the rows it returns):
   primary key order; every other transaction writes one job.
 
 Every function here that writes is one transaction (or a few, each whole), run again on a
-deadlock or a lock wait timeout (`retry_conflicts`): the guards make a second run safe.
+deadlock or a lock wait timeout (`retry_conflicts`): the guards make a second run safe. The
+heartbeat is not: it runs again a moment later anyway, and a lock wait must not hold it (and
+the self-fencing behind it) for several `innodb_lock_wait_timeout`s. A worker's fenced writes
+are also run again once on a dropped connection (`retry_fenced`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from service import queries
-from service.db import jobs, retry_conflicts, transaction, utcnow
+from service.db import jobs, retry_conflicts, retry_fenced, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
 from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolicy, State
@@ -46,7 +49,7 @@ from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolic
 if TYPE_CHECKING:  # workers never build a JobSpec: they need not import pydantic
     from service.schemas import JobSpec
 
-_W = TypeVar("_W", sa.Update, sa.Delete)
+_W = TypeVar("_W", bound=sa.Update)
 
 
 def _move_all(
@@ -54,6 +57,7 @@ def _move_all(
     job_ids: Sequence[int],
     to: State,
     from_states: Iterable[State],
+    *guards: sa.ColumnElement[bool],
     **values: Any,
 ) -> int:
     """Move several jobs at once (the sweeper); returns how many moved."""
@@ -61,7 +65,7 @@ def _move_all(
     _check(to, sources)
     result = conn.execute(
         _by_id(jobs.update())
-        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.state.in_(sorted(sources)))
+        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.state.in_(sorted(sources)), *guards)
         .values(state=to, **values)
     )
     return result.rowcount
@@ -447,7 +451,7 @@ class OutputSnapshot:
         return self.offset + len(self.data)
 
 
-@retry_conflicts
+@retry_fenced
 def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool:
     """Store the output so far; False if the attempt is no longer ours (lost, deleted)."""
     with transaction(engine) as conn:
@@ -459,7 +463,6 @@ def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool
         return result.rowcount == 1
 
 
-@retry_conflicts
 def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
     """Refresh the heartbeat of running attempts; return the ones that must stop, and why.
 
@@ -546,7 +549,7 @@ def _end_attempt(
     return State.FAILED if moved else None
 
 
-@retry_conflicts
+@retry_fenced
 def finish(
     engine: Engine, job: ClaimedJob, outcome: Outcome, output: OutputSnapshot, policy: RetryPolicy
 ) -> State | None:
@@ -584,7 +587,7 @@ def _finish_in(
     )
 
 
-@retry_conflicts
+@retry_fenced
 def hand_back(engine: Engine, job: ClaimedJob) -> bool:
     """Put a job whose attempt was stopped by a worker shutdown back in its queue.
 
@@ -605,6 +608,46 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
         )
 
 
+def release_unregistered(
+    engine: Engine, worker: str, known: Collection[int], older_than: float
+) -> list[tuple[int, str]]:
+    """Put back in their queues the running attempts claimed under this worker's name more
+    than `older_than` seconds ago that the worker does not know of (`known`: the attempts it
+    runs): claims whose answer it never got (a connection lost during the commit), or whose
+    job it dropped before starting it. They never ran, so no attempt is used up. Returns
+    (id, queue) of each job put back.
+    """
+    with transaction(engine) as conn:
+        cutoff = utcnow() - dt.timedelta(seconds=older_than)
+        rows = conn.execute(
+            sa.select(jobs.c.id, jobs.c.lease, jobs.c.queue).where(
+                jobs.c.state == State.RUNNING, jobs.c.locked_by == worker, jobs.c.locked_at < cutoff
+            )
+        ).all()
+    released = []
+    for row in rows:
+        if row.id not in known and _release(engine, row.id, row.lease):
+            released.append((row.id, row.queue))
+    return released
+
+
+@retry_fenced
+def _release(engine: Engine, job_id: int, lease: int) -> bool:
+    with transaction(engine) as conn:
+        now = utcnow()
+        return _move(
+            conn,
+            job_id,
+            State.QUEUED,
+            {State.RUNNING},
+            {Guard.LEASE: lease},
+            attempts=ONE_LESS,
+            run_at=now,
+            heartbeat_at=None,
+            updated_at=now,
+        )
+
+
 # --- the sweeper --------------------------------------------------------------------------
 #
 # The sweeper reads its candidates without locking them (a plain read at READ COMMITTED) and
@@ -615,10 +658,9 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
 
 @retry_conflicts
 def promote_due(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
-    """Queue the scheduled and retrying jobs whose run_at has come; return (id, queue) of each.
-
-    A job that a client cancelled or edited between the read and the UPDATE stays as it is;
-    it may still be in the list (a spare wake-up message for its queue is harmless)."""
+    """Queue the scheduled and retrying jobs whose run_at has come; return (id, queue) of each
+    job that moved. A job that a client cancelled or edited (to a later run_at) between the
+    read and the UPDATE stays as it is."""
     with transaction(engine) as conn:
         now = utcnow()
         due = conn.execute(
@@ -629,14 +671,23 @@ def promote_due(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
         ).all()
         if not due:
             return []
-        _move_all(
+        ids = [row.id for row in due]
+        moved = _move_all(
             conn,
-            [row.id for row in due],
+            ids,
             State.QUEUED,
             {State.SCHEDULED, State.RETRYING},
+            jobs.c.run_at <= now,  # an edit since the read may have moved it later
             updated_at=now,
         )
-        return [(row.id, row.queue) for row in due]
+        if moved == len(ids):
+            return [(row.id, row.queue) for row in due]
+        rows = conn.execute(  # this transaction's own writes: which moved, to which queue
+            sa.select(jobs.c.id, jobs.c.queue).where(
+                jobs.c.id.in_(ids), jobs.c.state == State.QUEUED, jobs.c.updated_at == now
+            )
+        ).all()
+        return [(row.id, row.queue) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -708,7 +759,7 @@ def mark_lost(
     return lost
 
 
-@retry_conflicts
+@retry_fenced
 def _end_lost_attempt(
     engine: Engine,
     row: sa.Row[Any],

@@ -173,3 +173,28 @@ def test_purge_deletes_old_final_jobs_in_batches(engine: sa.Engine, clean_db: No
     with engine.begin() as conn:
         left = {row.id for row in conn.execute(sa.text("SELECT id FROM jobs"))}
     assert left == {recent, waiting}
+
+
+def test_claims_a_worker_does_not_know_of_go_back_to_their_queue(
+    engine: sa.Engine, clean_db: None
+) -> None:
+    """A claim whose answer the worker never got (its connection dropped during the commit)
+    runs nowhere: the worker's monitor puts it back, without using up an attempt."""
+    unknown, known, recent = (create(engine, queue="u", max_retries=0) for _ in range(3))
+    claimed = {job.id: job for job in (jobs.claim_next(engine, "u", "host:1") for _ in range(3))}
+    assert set(claimed) == {unknown, known, recent}
+    for job_id in (unknown, known):
+        _age(engine, job_id, "locked_at", 30)
+    other = create(engine, queue="u")
+    assert jobs.claim_next(engine, "u", "host:2") is not None  # another worker's: not ours
+    _age(engine, other, "locked_at", 30)
+
+    released = jobs.release_unregistered(engine, "host:1", {known}, older_than=10)
+
+    assert released == [(unknown, "u")]
+    with engine.begin() as conn:
+        rows = {r.id: r for r in conn.execute(sa.text("SELECT id, state, attempts FROM jobs"))}
+    assert (rows[unknown].state, rows[unknown].attempts) == ("queued", 0)
+    assert {rows[j].state for j in (known, recent, other)} == {"running"}  # too young, known
+    again = jobs.claim_next(engine, "u", "host:3")
+    assert again is not None and (again.id, again.attempt) == (unknown, 1)

@@ -355,3 +355,31 @@ def _started(engine: sa.Engine, job_id: int) -> bool:
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.jobs.c.started_at).where(db.jobs.c.id == job_id)).one()
     return row.started_at is not None
+
+
+def test_a_busy_process_leaves_other_queues_wake_ups_to_idle_ones(
+    engine: sa.Engine, clean_db: None, base_env: dict[str, str], log_dir: Path, own_worker: list
+) -> None:
+    """A worker process whose only thread is busy takes no wake-up of another queue it serves
+    (actors.broker.Slots): an idle process serving that queue runs its jobs at once."""
+    settings = Settings.from_environ(base_env)
+    one = dict(base_env, WORKER_THREADS="1")
+    own_worker.append(start_worker(one, log_dir, "busy", WORKER_QUEUES="slot_a,slot_b"))
+    (long,) = _create(engine, settings, "slot_a", ["sleep 8"])
+    wait_for(lambda: _started(engine, long), timeout=PROCESS_DEADLINE, what="the long job")
+    own_worker.append(start_worker(one, log_dir, "idle", WORKER_QUEUES="slot_b"))
+    for _ in range(4):  # each would wait for the long job with even odds if it were taken
+        (job,) = _create(engine, settings, "slot_b", ["true"])
+        rows = wait_for(
+            lambda job=job: _final(engine, [job]), timeout=PROCESS_DEADLINE, what="the job"
+        )
+        with engine.connect() as conn:
+            waited = conn.execute(
+                sa.text(
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, started_at) FROM jobs "
+                    "WHERE id = :id"
+                ),
+                {"id": job},
+            ).scalar_one()
+        assert rows[job].state == "succeeded"
+        assert waited / 1e6 < 3, f"job {job} waited {waited / 1e6:.1f} s for a busy process"

@@ -9,11 +9,11 @@ from service import db
 from service.errors import DatabaseUnavailable, LockConflict
 
 
-def failing(*errors: BaseException) -> tuple[list[int], object]:
+def failing(*errors: BaseException, fenced: bool = False) -> tuple[list[int], object]:
     """A function that raises `errors` in turn, then returns how many calls it took."""
     calls: list[int] = []
 
-    @db.retry_conflicts
+    @(db.retry_fenced if fenced else db.retry_conflicts)
     def write() -> int:
         calls.append(1)
         if len(calls) <= len(errors):
@@ -43,17 +43,25 @@ def test_a_conflict_that_persists_escapes_after_a_few_runs() -> None:
     assert len(calls) == db.CONFLICT_ATTEMPTS
 
 
-def test_a_dropped_connection_is_tried_once_more_at_once() -> None:
-    _, write = failing(unavailable(dropped=True))
+def test_a_fenced_write_is_tried_once_more_at_once_on_a_dropped_connection() -> None:
+    _, write = failing(unavailable(dropped=True), fenced=True)
     assert write() == 2  # type: ignore[operator]
-    calls, write = failing(unavailable(dropped=True), unavailable(dropped=True))
+    calls, write = failing(unavailable(dropped=True), unavailable(dropped=True), fenced=True)
     with pytest.raises(DatabaseUnavailable):
         write()  # type: ignore[operator]
     assert len(calls) == 2
 
 
+def test_other_writes_are_not_run_again_on_a_dropped_connection() -> None:
+    # the commit may have happened: an insert or a claim run again would do its work twice
+    calls, write = failing(unavailable(dropped=True))
+    with pytest.raises(DatabaseUnavailable):
+        write()  # type: ignore[operator]
+    assert len(calls) == 1
+
+
 def test_an_outage_is_left_to_the_caller() -> None:
-    calls, write = failing(unavailable(dropped=False))
+    calls, write = failing(unavailable(dropped=False), fenced=True)
     with pytest.raises(DatabaseUnavailable):
         write()  # type: ignore[operator]
     assert len(calls) == 1
