@@ -20,6 +20,7 @@ import pytest
 from tests.support import TEST_TOKEN, Api
 
 ST = str(Path(sys.executable).with_name("st"))
+REPO = Path(__file__).resolve().parents[2]
 SEED = os.environ.get("JOBRUNNER_FUZZ_SEED", "20261128")
 EXAMPLES = os.environ.get("JOBRUNNER_FUZZ_EXAMPLES", "40")
 
@@ -45,6 +46,9 @@ def schemathesis(api: Api, *args: str) -> tuple[int, str]:
         text=True,
         timeout=600,
         check=False,
+        # the fuzzer reads output without following: a follow stream of a job that never
+        # runs (no worker serves the fuzzed queues) stays open until the job is final
+        env=dict(os.environ, SCHEMATHESIS_HOOKS="tests.fuzz_hooks", PYTHONPATH=str(REPO)),
     )
     return result.returncode, result.stdout + result.stderr
 
