@@ -32,12 +32,15 @@ COPY pyproject.toml ./
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"] + p["project"]["optional-dependencies"]["mysql"]))' >/tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt
 # The code, installed editable from /app/src (root-owned, read-only for the service); the
-# migrations are in service/migrations/. The mysql extra (mysqlclient) was installed above.
+# migrations are in migrations/. The mysql extra (mysqlclient) was installed above.
 COPY README.md ./
 COPY actors/ actors/
 COPY service/ service/
+COPY client/ client/
+COPY jobrunner/ jobrunner/
+COPY migrations/ migrations/
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e '.[mysql]' \
- && python -m compileall -q service actors
+ && python -m compileall -q service actors client jobrunner
 
 # ---- the image: the virtualenv, the source tree, and mysqlclient's runtime library only -----------
 FROM ${BASE}

@@ -7,19 +7,19 @@ so that `jobrunner dev` can build a worker inside the web's process.
 from __future__ import annotations
 
 from actors import run_job
-from actors.broker import make_broker, worker_middleware
+from actors.consumer import make_worker_broker, worker_middleware
 from actors.context import WorkerContext, worker_name
 from actors.lifecycle import WorkerLifecycle
 from service.config import Settings
 from service.db import create_engine
-from service.dispatch import Dispatcher
+from service.dispatch import dispatcher_for
 
 
 def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
     """A worker context with its broker set up: the actor declared, the lifecycle hooked in.
 
     `name`: the worker's name (`locked_by`) if not `host:pid`."""
-    broker = make_broker(settings, middleware=worker_middleware())
+    broker = make_worker_broker(settings, worker_middleware())
     # no pre-ping: every write of the worker is retried on DatabaseUnavailable (the claim by
     # Dramatiq, the others in place), so a dead connection costs one retry, not a ping each time
     engine = create_engine(
@@ -32,7 +32,7 @@ def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
         settings=settings,
         engine=engine,
         broker=broker,
-        dispatcher=Dispatcher(broker, settings.redis_namespace),
+        dispatcher=dispatcher_for(broker, settings),
         name=name or worker_name(),
     )
     broker.add_middleware(WorkerLifecycle(ctx))

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from service.config import Settings
 from service.dispatch import Dispatcher
 from service.jobs import ClaimedJob
+from service.states import StopReason
 
 
 class LiveOutput(Protocol):
@@ -38,7 +39,7 @@ FOLLOW_MEMORY_MAX = 10_000
 @dataclass
 class RunningAttempt:
     job: ClaimedJob
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     live: LiveOutput | None = None
     #: when the database last confirmed that this attempt is still ours (monotonic clock)
     confirmed_at: float = field(default_factory=time.monotonic)
@@ -113,7 +114,7 @@ class RunningJobs:
             if attempt is not None:
                 attempt.finishing = True
 
-    def request_stop(self, job_id: int, reason: str) -> bool:
+    def request_stop(self, job_id: int, reason: StopReason) -> bool:
         """Ask the attempt of this job to stop; True if its command runs here and was not asked
         to stop before."""
         with self._lock:
@@ -123,7 +124,7 @@ class RunningJobs:
             attempt.stop_reason = reason
             return True
 
-    def stop_reason(self, job_id: int) -> str | None:
+    def stop_reason(self, job_id: int) -> StopReason | None:
         attempt = self._attempts.get(job_id)
         return attempt.stop_reason if attempt is not None else None
 
@@ -161,9 +162,9 @@ class WorkerContext:
         self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace
         self.draining.set()
 
-    def stop_reason(self, job_id: int) -> str | None:
+    def stop_reason(self, job_id: int) -> StopReason | None:
         """Why the attempt of this job must stop now, if it must."""
         reason = self.running.stop_reason(job_id)
         if reason is None and self.draining.is_set() and time.monotonic() >= self.shutdown_deadline:
-            return "shutdown"
+            return StopReason.SHUTDOWN
         return reason

@@ -20,7 +20,7 @@ from service.errors import DatabaseUnavailable
 from service.jobs import ClaimedJob, KnownEnd, NextClaim, Outcome, OutputSnapshot
 from service.metrics import RECORDER
 from service.policy import CommandNotAllowed
-from service.states import FINAL, State
+from service.states import FINAL, EndReason, State, StopReason
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -33,9 +33,6 @@ RECORD_RETRY_MAX_S = 24 * 3600.0
 #: lease: once the database is back, the worker stores the end before the sweeper, which
 #: waits a whole lease of seeing the database, may declare the attempt lost)
 RECORD_RETRY_DELAY_MAX_S = 2.0
-
-#: stop reasons (see WorkerContext.stop_reason and the monitor)
-CANCELLED, SHUTDOWN, LOST, LOST_CONTACT = "cancelled", "shutdown", "lost", "lost contact"
 
 
 def job_environment(ctx: WorkerContext, job: ClaimedJob) -> dict[str, str]:
@@ -81,19 +78,24 @@ def outcome_of(result: runner.RunResult, job: ClaimedJob) -> Outcome:
     if result.ended == "failed_to_start":
         # an OSError's text may carry undecodable bytes of a path (surrogates): make it storable
         error = (result.error or "could not start").encode("utf-8", "backslashreplace").decode()
-        return Outcome(succeeded=False, error=error)
+        return Outcome(succeeded=False, error=error, reason=EndReason.NOT_STARTED)
     if result.ended == "timed_out":
-        return Outcome(succeeded=False, error=f"timed out after {job.timeout}s")
+        error = f"timed out after {job.timeout}s"
+        return Outcome(succeeded=False, error=error, reason=EndReason.TIMEOUT)
     if result.ended == "stopped":
-        if result.stop_reason == LOST_CONTACT:
-            return Outcome(succeeded=False, error="worker lost contact with the database")
-        return Outcome(succeeded=False, cancelled=True, error="cancelled")
+        if result.stop_reason == StopReason.LOST_CONTACT:
+            error = "worker lost contact with the database"
+            return Outcome(succeeded=False, error=error, reason=EndReason.WORKER_LOST)
+        return Outcome(
+            succeeded=False, cancelled=True, error="cancelled", reason=EndReason.CANCELLED
+        )
     code = result.returncode
     assert code is not None
     if code == 0:
         return Outcome(succeeded=True, exit_code=0)
     if code < 0:
-        return Outcome(succeeded=False, error=f"killed by signal {-code}")
+        error = f"killed by signal {-code}"
+        return Outcome(succeeded=False, error=error, reason=EndReason.SIGNAL, signal=-code)
     return Outcome(succeeded=False, exit_code=code, error=f"exit status {code}")
 
 
@@ -117,7 +119,7 @@ class _OutputFlusher:
             return  # the final write will carry it
         self.saved_version = version
         if not still_ours:
-            self.ctx.running.request_stop(self.job.id, LOST)
+            self.ctx.running.request_stop(self.job.id, StopReason.LOST)
 
 
 def _record(
@@ -229,10 +231,10 @@ def _execute(
         result = runner.RunResult("failed_to_start", error=f"could not start: {exc.message}")
     duration = round(time.monotonic() - started, 3)
     ctx.running.mark_finishing(job.id)
-    if result.ended == "stopped" and result.stop_reason == LOST:
+    if result.ended == "stopped" and result.stop_reason == StopReason.LOST:
         log.warning("job attempt taken over; nothing recorded", **fields, duration=duration)
         return Next()
-    if result.ended == "stopped" and result.stop_reason == SHUTDOWN:
+    if result.ended == "stopped" and result.stop_reason == StopReason.SHUTDOWN:
         if _record(ctx, job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
             live.end("queued")
             ctx.dispatcher.wake(job.queue)

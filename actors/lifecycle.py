@@ -31,14 +31,13 @@ class WorkerLifecycle(Middleware):
         self.monitor.start()
         self.sweeper = Sweeper(self.ctx)
         self.sweeper.start()
-        if self.ctx.dispatcher.redis is not None:
-            RECORDER.use_redis(self.ctx.dispatcher.redis, self.ctx.dispatcher.key("metrics"))
+        RECORDER.use_bus(self.ctx.dispatcher.bus)
         self.metrics = Flusher()
         self.metrics.start()
         queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
         log.info("worker process ready", worker=self.ctx.name, queues=queues)
 
-    # --- one slot per worker thread (actors.broker.Slots) ----------------------------------
+    # --- one slot per worker thread (actors.consumer.Slots) ----------------------------------
 
     def after_process_message(
         self,

@@ -12,10 +12,11 @@ import structlog
 
 from actors import reaper
 from actors.context import WorkerContext
-from actors.execution import LOST_CONTACT
 from service import jobs, queries
+from service.bus import BusUnavailable
 from service.db import transaction
 from service.errors import DatabaseUnavailable
+from service.states import StopReason
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,7 @@ class Monitor:
     def _fence_unconfirmed(self) -> None:
         limit = self.ctx.settings.lease_timeout * SELF_FENCE_SHARE
         for job_id in self.ctx.running.unconfirmed_since(time.monotonic() - limit):
-            if self.ctx.running.request_stop(job_id, LOST_CONTACT):
+            if self.ctx.running.request_stop(job_id, StopReason.LOST_CONTACT):
                 log.warning(
                     "stopping job: the database has not seen it for too long",
                     job_id=job_id,
@@ -140,7 +141,7 @@ class Monitor:
                     self.release_unknown_claims()
                 if self.serve_all_queues:
                     self.discover_queues()
-            except (DatabaseUnavailable, redis.RedisError) as exc:
+            except (DatabaseUnavailable, BusUnavailable, redis.RedisError) as exc:
                 log.warning("heartbeat failed", error=str(exc))
             except Exception:
                 log.exception("heartbeat failed")
@@ -151,8 +152,8 @@ class Monitor:
     # --- NoticeHandler ------------------------------------------------------------------
 
     def on_cancel(self, job_id: int) -> None:
-        if self.ctx.running.request_stop(job_id, "cancelled"):
-            log.info("stopping job", job_id=job_id, reason="cancelled")
+        if self.ctx.running.request_stop(job_id, StopReason.CANCELLED):
+            log.info("stopping job", job_id=job_id, reason=StopReason.CANCELLED)
 
     def on_queue(self, queue: str) -> None:
         if self.serve_all_queues and queue not in self.broker.get_declared_queues():

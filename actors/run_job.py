@@ -65,7 +65,7 @@ def keep_queue(ctx: WorkerContext, queue: str) -> int:
     return ran
 
 
-def declare(broker: Broker, ctx: WorkerContext) -> dramatiq.Actor:
+def declare(broker: Broker, ctx: WorkerContext) -> dramatiq.Actor[[str], None]:
     """Register the actor on `broker`, bound to this process's worker context."""
 
     def run_job(queue: str) -> None:

@@ -172,7 +172,7 @@ def run(
         if on_start is not None:
             on_start(proc.pid)
         deadline = time.monotonic() + spec.timeout
-        while not watch.exited:
+        while True:
             watch.wait(min(poll_interval, deadline - time.monotonic()))
             if watch.exited:
                 break

@@ -9,9 +9,9 @@ Each tick it
   send, or to a broker outage);
 - now and then deletes final jobs older than the retention, in small batches.
 
-It runs inside the worker role: one process at a time holds the sweeper lock (a Redis key
-with a time to live, renewed every tick), and any worker process takes over when the holder
-dies.
+It runs inside the worker role: one process at a time holds the sweeper lock (on the bus: a
+Redis key with a time to live, renewed every tick), and any worker process takes over when the
+holder dies.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import datetime as dt
 import threading
 import time
 
-import redis
 import structlog
-from redis.exceptions import LockError
 
 from actors.context import WorkerContext
 from service import jobs, queries
+from service.bus import BusUnavailable
 from service.db import transaction, utcnow
 from service.errors import DatabaseUnavailable
 from service.metrics import RECORDER
@@ -42,43 +41,12 @@ RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20
 
 
-class LeaderLock:
-    """Held by at most one process: a Redis lock with a TTL, or a plain flag in-process."""
-
-    def __init__(self, client: redis.Redis | None, key: str, ttl: float) -> None:
-        self.ttl = ttl
-        self._lock = client.lock(key, timeout=ttl) if client is not None else None
-        self._held = False
-
-    def hold(self) -> bool:
-        """Take the lock or renew it; False if another process holds it."""
-        if self._lock is None:
-            return True
-        try:
-            if self._held:
-                self._lock.extend(self.ttl, replace_ttl=True)
-            else:
-                self._held = self._lock.acquire(blocking=False)
-        except (LockError, redis.RedisError):
-            self._held = False
-        return self._held
-
-    def release(self) -> None:
-        if self._lock is not None and self._held:
-            try:
-                self._lock.release()
-            except (LockError, redis.RedisError):
-                pass
-        self._held = False
-
-
 class Sweeper:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         interval = ctx.settings.sweep_interval
-        self.lock = LeaderLock(
-            ctx.dispatcher.redis, ctx.dispatcher.key("sweeper"), ttl=max(5.0, interval * 5)
-        )
+        bus = ctx.dispatcher.bus
+        self.lock = bus.leader_lock(bus.keys.sweeper_lock, ttl=max(5.0, interval * 5))
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self._db_queues: set[str] = set()
@@ -106,7 +74,7 @@ class Sweeper:
                     self.tick()
                 else:
                     self.seen_database_since = None
-            except (DatabaseUnavailable, redis.RedisError) as exc:
+            except (DatabaseUnavailable, BusUnavailable) as exc:
                 self.seen_database_since = None
                 log.warning("sweep failed", error=str(exc))
             except Exception:
@@ -132,23 +100,15 @@ class Sweeper:
         policy = self.ctx.settings.retry_policy
         for lost in jobs.mark_lost(self.ctx.engine, lease, policy, known_end=self.known_end):
             # a retrying one is queued by promote_due when its backoff is over
-            if lost.known is not None:
-                log.warning(
-                    "attempt ended while the database was away; recorded its end",
-                    job_id=lost.job_id,
-                    queue=lost.queue,
-                    worker=lost.worker,
-                    state=lost.state,
-                    exit_code=lost.known.exit_code,
-                )
-            else:
-                log.warning(
-                    "worker lost",
-                    job_id=lost.job_id,
-                    queue=lost.queue,
-                    worker=lost.worker,
-                    state=lost.state,
-                )
+            known = lost.known
+            log.warning(
+                "worker lost" if known is None else "recorded the end its lost worker kept",
+                job_id=lost.job_id,
+                queue=lost.queue,
+                worker=lost.worker,
+                state=lost.state,
+                **({} if known is None else {"exit_code": known.exit_code}),
+            )
             if lost.state in FINAL:
                 RECORDER.count("jobrunner_jobs_finished", lost.queue, lost.state)
 
@@ -156,7 +116,7 @@ class Sweeper:
         """The end that the worker of this attempt kept for us, if it did (see execution)."""
         try:
             data = self.ctx.dispatcher.known_end(job_id, lease)
-        except redis.RedisError:
+        except BusUnavailable:
             return None
         if data is None:
             return None

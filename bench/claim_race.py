@@ -28,8 +28,8 @@ from service.config import Settings
 from service.db import create_engine
 from service.jobs import Outcome, OutputSnapshot
 from service.migrate import apply_migrations
-from service.schemas import parse_create
 from service.states import RetryPolicy
+from service.web.schemas import parse_create
 
 DATABASE = "jobrunner_bench_diag"
 

@@ -25,7 +25,7 @@ from service import jobs, queries
 from service.config import Settings
 from service.db import create_engine, transaction
 from service.jobs import Outcome, OutputSnapshot
-from service.schemas import parse_create
+from service.web.schemas import parse_create
 
 CALLS = ("do_ping", "do_execute", "do_execute_no_params", "do_executemany", "do_commit",
          "do_rollback")  # fmt: skip

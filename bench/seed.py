@@ -15,11 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from actors.broker import make_broker
 from bench.stack import FINAL_STATES, Stack
+from service.broker import make_broker
 from service.config import Settings
 from service.db import create_engine, jobs, utcnow
-from service.dispatch import Dispatcher
+from service.dispatch import dispatcher_for
 
 
 def queued_row(command: str, queue: str = "default", **overrides: Any) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def wake(stack: Stack, queue: str) -> None:
     settings = Settings.from_environ(stack.env())
     broker = make_broker(settings)
     try:
-        if not Dispatcher(broker, settings.redis_namespace).wake(queue):
+        if not dispatcher_for(broker, settings).wake(queue):
             raise RuntimeError("the broker refused the wake-up")
     finally:
         broker.close()

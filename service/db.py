@@ -2,7 +2,8 @@
 
 MySQL/MariaDB (mysqlclient) in production; SQLite for the embedded trial mode. The schema
 itself is created by the yoyo migrations in `migrations/`; the tables here mirror it for
-SQLAlchemy Core. Times are naive UTC datetimes with microseconds.
+SQLAlchemy Core, indexes included (tests/integration/test_migrations.py holds the two
+together). Times are naive UTC datetimes with microseconds.
 """
 
 from __future__ import annotations
@@ -57,19 +58,31 @@ jobs = sa.Table(
     # Fencing token: incremented by every claim, never reset. A worker writes only while
     # the row still carries the lease it claimed, so a stale attempt cannot overwrite a newer one.
     sa.Column("lease", sa.BigInteger, nullable=False),
-    sa.Column("idempotency_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
     sa.Column("output", sa.LargeBinary, nullable=True),
     sa.Column("output_offset", sa.BigInteger, nullable=False),
     sa.Column("output_bytes", sa.BigInteger, nullable=False),
+    # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE)
+    sa.Index("ix_jobs_claim", "queue", "state", "priority", "run_at", "id"),
+    # the sweeper: due scheduled/retrying jobs, stale running ones
+    sa.Index("ix_jobs_state_run_at", "state", "run_at"),
+    # GET /jobs by state, by queue, by both, in id order; retention by finished_at
+    sa.Index("ix_jobs_state_id", "state", "id"),
+    sa.Index("ix_jobs_queue_id", "queue", "id"),
+    sa.Index("ix_jobs_queue_state_id", "queue", "state", "id"),
+    sa.Index("ix_jobs_finished_at", "finished_at"),
+    sa.UniqueConstraint("idempotency_key", name="uq_jobs_idempotency_key"),
 )
 
 api_tokens = sa.Table(
     "api_tokens",
     metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(100), nullable=False, unique=True),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("name", name="uq_api_tokens_name"),
+    sa.UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
 )
 
 

@@ -14,7 +14,7 @@ committed after it sends a new wake-up. A thread that claims a job on a wake-up 
 (so a burst fans out to every idle thread), and threads that keep a queue need no messages:
 a drain of thousands of short jobs costs a few dozen messages, not one per job.
 
-Besides messages, notices on Redis pub/sub (or in-process, with the embedded StubBroker):
+Besides messages, notices on the bus (service.bus: Redis pub/sub, or in-process):
 - cancel notices to workers (a fast path; workers also see cancels in their heartbeat query);
 - new queue names, so that workers serving every queue start consuming them at once;
 - live output: workers publish what a command prints, and the end of each attempt, on a
@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import dramatiq
 import redis
 import structlog
 from dramatiq import Broker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+
+from service.bus import Bus, BusUnavailable, Keys, make_bus
+from service.config import Settings
 
 ACTOR_NAME = "run_job"
 #: a wake-up counts as pending for at most this long: if its message is lost, a job of the queue
@@ -43,8 +44,6 @@ WAKE_PENDING_MS = 2000
 #: after a failed send, how long to skip the broker (the sweeper sends what was skipped)
 BROKER_BACKOFF_S = 2.0
 log = structlog.get_logger(__name__)
-
-OutputListener = Callable[[bytes], None]
 
 
 class NoticeHandler(Protocol):
@@ -65,30 +64,22 @@ def attempt_end(state: str) -> bytes:
     return b"E" + state.encode()
 
 
-def wake_message(queue: str) -> dramatiq.Message:
+def wake_message(queue: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue, actor_name=ACTOR_NAME, args=(queue,), kwargs={}, options={}
     )
 
 
 class Dispatcher:
-    """Sends wake-up messages and cancel notices; knows which queues exist."""
+    """Sends wake-up messages and notices; knows which queues exist; keeps attempt ends."""
 
-    def __init__(self, broker: Broker, namespace: str) -> None:
+    def __init__(self, broker: Broker, bus: Bus) -> None:
         self.broker = broker
-        self.namespace = namespace
-        self.redis: redis.Redis | None = broker.client if isinstance(broker, RedisBroker) else None
+        self.bus = bus
+        self.keys: Keys = bus.keys
         self._registered: set[str] = set()
-        self._local_handlers: list[NoticeHandler] = []
-        self._local_output: dict[int, list[OutputListener]] = {}
-        self._local_ends: dict[str, bytes] = {}
-        self._local_wakes: dict[str, float] = {}
         self._lock = threading.Lock()
         self._skip_broker_until = 0.0
-
-    def key(self, name: str) -> str:
-        """A Redis key of ours: it holds two colons, which no Dramatiq queue key does."""
-        return f"{self.namespace}:meta:{name}"
 
     # --- messages ---------------------------------------------------------------------
 
@@ -101,14 +92,9 @@ class Dispatcher:
     def woken(self, queue: str) -> None:
         """A worker thread took a wake-up of `queue` and is about to claim: jobs committed from
         now on need a wake-up of their own."""
-        key = self.key(f"wake:{queue}")
-        if self.redis is None:
-            with self._lock:
-                self._local_wakes.pop(key, None)
-            return
         try:
-            self.redis.delete(key)
-        except redis.RedisError:
+            self.bus.delete(self.keys.wake(queue))
+        except BusUnavailable:
             pass  # it expires; meanwhile a job's wake-up may wait up to WAKE_PENDING_MS
 
     def notify(self, queue: str, count: int = 1) -> bool:
@@ -126,14 +112,14 @@ class Dispatcher:
         try:
             self._register(queue)
             if dedup:
-                marked = self._mark_wake_pending(queue)
+                marked = self.bus.set_flag(self.keys.wake(queue), WAKE_PENDING_MS)
                 if not marked:
                     return True
             if isinstance(self.broker, StubBroker):
                 self.broker.declare_queue(queue)
             for _ in range(count):
                 self.broker.enqueue(wake_message(queue))
-        except (redis.RedisError, dramatiq.errors.BrokerError) as exc:
+        except (BusUnavailable, redis.RedisError, dramatiq.errors.BrokerError) as exc:
             if marked:
                 self.woken(queue)  # no wake-up is pending after all
             self._skip_broker_until = time.monotonic() + BROKER_BACKOFF_S
@@ -143,25 +129,9 @@ class Dispatcher:
             return False
         return True
 
-    def _mark_wake_pending(self, queue: str) -> bool:
-        """Set the queue's wake-up flag; False if it was set (a wake-up is pending)."""
-        key = self.key(f"wake:{queue}")
-        if self.redis is None:
-            now = time.monotonic()
-            with self._lock:
-                if self._local_wakes.get(key, 0.0) > now:
-                    return False
-                self._local_wakes[key] = now + WAKE_PENDING_MS / 1000
-                return True
-        return bool(self.redis.set(key, b"1", nx=True, px=WAKE_PENDING_MS))
-
     def pending(self, queue: str) -> int:
         """Messages waiting in the broker for `queue` (not counting those a worker holds)."""
-        if self.redis is not None:
-            return int(self.redis.llen(f"{self.namespace}:{queue}"))
-        if isinstance(self.broker, StubBroker) and queue in self.broker.queues:
-            return self.broker.queues[queue].qsize()
-        return 0
+        return self.bus.pending_messages(queue)
 
     # --- queue names ------------------------------------------------------------------
 
@@ -169,134 +139,81 @@ class Dispatcher:
         """Remember a queue name; announce it when it is new, so workers serve it at once."""
         if queue in self._registered:
             return
-        if self.redis is not None and self.redis.sadd(self.key("queues"), queue):
-            self.redis.publish(self.key("new-queues"), queue)
+        if self.bus.add_member(self.keys.queues, queue):
+            self.bus.publish(self.keys.new_queue_channel, queue.encode())
         with self._lock:
             self._registered.add(queue)
-        for handler in list(self._local_handlers):
-            handler.on_queue(queue)
 
     def known_queues(self) -> set[str]:
-        if self.redis is not None:
-            return {name.decode() for name in self.redis.smembers(self.key("queues"))}
-        return set(self._registered)
+        return self.bus.members(self.keys.queues)
 
-    # --- cancel notices ---------------------------------------------------------------
+    # --- notices to workers -----------------------------------------------------------
 
     def announce_cancel(self, job_id: int) -> None:
         """Ask whichever worker runs this job to stop it now (best effort)."""
-        if self.redis is None:
-            for handler in list(self._local_handlers):
-                handler.on_cancel(job_id)
-            return
         try:
-            self.redis.publish(self.key("cancel"), str(job_id))
-        except redis.RedisError as exc:
+            self.bus.publish(self.keys.cancel_channel, str(job_id).encode())
+        except BusUnavailable as exc:
             log.warning(
                 "cancel notice not sent; the heartbeat carries it", job_id=job_id, error=str(exc)
             )
 
+    def request_output(self, job_id: int, offset: int) -> None:
+        """Ask the worker running this job to publish its output from byte `offset`."""
+        self.bus.publish(self.keys.follow_channel, f"{job_id} {offset}".encode())
+
     def listen(self, handler: NoticeHandler, stop: threading.Event) -> None:
-        """Hand every notice to `handler` until `stop` is set (blocks; reconnects after a Redis
-        outage)."""
-        if self.redis is None:
-            self._local_handlers.append(handler)
-            stop.wait()
-            self._local_handlers.remove(handler)
-            return
-        cancel, new_queue, follow = self.key("cancel"), self.key("new-queues"), self.key("follow")
-        while not stop.is_set():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        """Hand every notice to `handler` until `stop` is set (blocks; rides out outages)."""
+        keys = self.keys
+
+        def dispatch(channel: str, data: bytes) -> None:
             try:
-                pubsub.subscribe(cancel, new_queue, follow)
-                while not stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None or message["type"] != "message":
-                        continue
-                    channel, data = message["channel"].decode(), message["data"].decode()
-                    if channel == cancel:
-                        handler.on_cancel(int(data))
-                    elif channel == follow:
-                        job_id, offset = data.split()
-                        handler.on_follow(int(job_id), int(offset))
-                    else:
-                        handler.on_queue(data)
-            except (redis.RedisError, ValueError) as exc:
-                log.warning("notices interrupted; reconnecting", error=str(exc))
-                stop.wait(1.0)
-            finally:
-                pubsub.close()
+                if channel == keys.cancel_channel:
+                    handler.on_cancel(int(data))
+                elif channel == keys.follow_channel:
+                    job_id, offset = data.split()
+                    handler.on_follow(int(job_id), int(offset))
+                elif channel == keys.new_queue_channel:
+                    handler.on_queue(data.decode())
+            except ValueError as exc:
+                log.warning("unreadable notice ignored", channel=channel, error=str(exc))
+
+        channels = (keys.cancel_channel, keys.new_queue_channel, keys.follow_channel)
+        self.bus.listen(channels, dispatch, stop)
 
     # --- ends of attempts the database has not stored yet ----------------------------------
 
     def keep_end(self, job_id: int, lease: int, data: bytes, ttl: float) -> bool:
         """Keep how an attempt ended where the sweeper can find it (see jobs.KnownEnd);
         False if it could not be kept."""
-        key = self.key(f"end:{job_id}:{lease}")
-        if self.redis is None:
-            with self._lock:
-                self._local_ends[key] = data
-            return True
         try:
-            self.redis.set(key, data, ex=max(1, int(ttl)))
-        except redis.RedisError as exc:
+            self.bus.put(self.keys.attempt_end(job_id, lease), data, ttl)
+        except BusUnavailable as exc:
             log.warning("attempt end not kept", job_id=job_id, error=str(exc))
             return False
         return True
 
     def known_end(self, job_id: int, lease: int) -> bytes | None:
-        key = self.key(f"end:{job_id}:{lease}")
-        if self.redis is None:
-            with self._lock:
-                return self._local_ends.get(key)
-        value = self.redis.get(key)
-        return bytes(value) if value is not None else None
+        return self.bus.get(self.keys.attempt_end(job_id, lease))
 
     def forget_end(self, job_id: int, lease: int) -> None:
-        key = self.key(f"end:{job_id}:{lease}")
-        if self.redis is None:
-            with self._lock:
-                self._local_ends.pop(key, None)
-            return
         try:
-            self.redis.delete(key)
-        except redis.RedisError:
+            self.bus.delete(self.keys.attempt_end(job_id, lease))
+        except BusUnavailable:
             pass  # it expires
 
     # --- live output ------------------------------------------------------------------
 
-    def output_channel(self, job_id: int) -> str:
-        return self.key(f"out:{job_id}")
-
     def publish_output(self, job_id: int, message: bytes) -> None:
         """Publish a live output message of a job (best effort: followers also read the
         database, and ask again when they see a gap)."""
-        if self.redis is None:
-            for listener in list(self._local_output.get(job_id, ())):
-                listener(message)
-            return
         try:
-            self.redis.publish(self.output_channel(job_id), message)
-        except redis.RedisError as exc:
+            self.bus.publish(self.keys.output_channel(job_id), message)
+        except BusUnavailable as exc:
             log.warning("live output not published", job_id=job_id, error=str(exc))
 
-    def request_output(self, job_id: int, offset: int) -> None:
-        """Ask the worker running this job to publish its output from byte `offset`."""
-        if self.redis is None:
-            for handler in list(self._local_handlers):
-                handler.on_follow(job_id, offset)
-            return
-        self.redis.publish(self.key("follow"), f"{job_id} {offset}")
 
-    def subscribe_local_output(self, job_id: int, listener: OutputListener) -> None:
-        """In-process mode: call `listener` with every live output message of this job."""
-        with self._lock:
-            self._local_output.setdefault(job_id, []).append(listener)
-
-    def unsubscribe_local_output(self, job_id: int, listener: OutputListener) -> None:
-        with self._lock:
-            listeners = self._local_output.get(job_id, [])
-            if listener in listeners:
-                listeners.remove(listener)
-            if not listeners:
-                self._local_output.pop(job_id, None)
+def dispatcher_for(broker: Broker, settings: Settings) -> Dispatcher:
+    """The dispatcher of a process: this broker, and the bus that goes with it (service.bus)."""
+    redis_url = None if settings.uses_stub_broker else settings.redis_url
+    return Dispatcher(broker, make_bus(broker, settings.redis_namespace, redis_url))

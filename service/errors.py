@@ -11,7 +11,7 @@
      └── DatabaseUnavailable      503 (raised at the db boundary, from driver errors)
           └── LockConflict        503 a deadlock or lock wait timeout that outlived its retries
 
-Routes raise these; only `service.app` turns them into responses.
+Routes raise these; only `service.web.app` turns them into responses.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -44,10 +44,16 @@ from service import queries
 from service.db import jobs, retry_conflicts, retry_fenced, transaction, utcnow
 from service.errors import Conflict, NotFound
 from service.queries import Job
-from service.states import ALLOWED_FROM, FINAL, NOT_STARTED, WAITING, RetryPolicy, State
-
-if TYPE_CHECKING:  # workers never build a JobSpec: they need not import pydantic
-    from service.schemas import JobSpec
+from service.states import (
+    ALLOWED_FROM,
+    FINAL,
+    NOT_STARTED,
+    WAITING,
+    EndReason,
+    RetryPolicy,
+    State,
+    StopReason,
+)
 
 _W = TypeVar("_W", bound=sa.Update)
 
@@ -170,6 +176,20 @@ def _require(conn: Connection, job_id: int) -> Job:
 # --- clients ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job to create (the web validates requests into it: service.web.schemas)."""
+
+    command: str
+    argv: list[str] | None
+    queue: str
+    priority: int
+    timeout: int
+    max_retries: int
+    run_at: dt.datetime | None
+    env: dict[str, str] | None
+
+
 #: built once: the hot path of POST /jobs executes them with new values only
 INSERT_JOB = jobs.insert()
 INSERT_JOBS = jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True)
@@ -211,7 +231,9 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
             return existing, False
     try:
         with transaction(engine) as conn:
-            job_id = conn.execute(INSERT_JOB, values).inserted_primary_key[0]
+            key = conn.execute(INSERT_JOB, values).inserted_primary_key
+            assert key is not None
+            job_id = int(key[0])
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -463,7 +485,7 @@ def save_output(engine: Engine, job: ClaimedJob, output: OutputSnapshot) -> bool
         return result.rowcount == 1
 
 
-def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
+def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, StopReason]:
     """Refresh the heartbeat of running attempts; return the ones that must stop, and why.
 
     `cancelled`: a client cancelled or deleted the job. `lost`: the attempt is no longer the
@@ -488,30 +510,34 @@ def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, str]:
             )
         ).all()
     found = {row.id: row for row in rows}
-    stops: dict[int, str] = {}
+    stops: dict[int, StopReason] = {}
     for job_id, lease in leases.items():
         row = found.get(job_id)
         if row is None:
-            stops[job_id] = "cancelled"  # deleted
+            stops[job_id] = StopReason.CANCELLED  # deleted
         elif row.lease != lease or row.state != State.RUNNING:
-            stops[job_id] = "lost"
+            stops[job_id] = StopReason.LOST
         elif row.cancel_requested_at is not None:
-            stops[job_id] = "cancelled"
+            stops[job_id] = StopReason.CANCELLED
     return stops
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended, as the worker saw it."""
+    """How an attempt ended, as the worker saw it: `reason` for programs, `error` (the job's
+    `last_error`) for people."""
 
     succeeded: bool
     cancelled: bool = False
     exit_code: int | None = None
     error: str | None = None
+    reason: EndReason = EndReason.EXITED
+    #: the signal that ended the command, when `reason` is SIGNAL
+    signal: int | None = None
 
 
 #: the outcome the sweeper records for an attempt whose worker stopped sending heartbeats
-WORKER_LOST = Outcome(succeeded=False, error="worker lost")
+WORKER_LOST = Outcome(succeeded=False, error="worker lost", reason=EndReason.WORKER_LOST)
 
 
 def _end_attempt(
@@ -710,14 +736,16 @@ class KnownEnd:
 
     def encode(self) -> bytes:
         o = self.outcome
-        head = [o.succeeded, o.cancelled, o.exit_code, o.error, self.output.offset]
+        head = [o.succeeded, o.cancelled, o.exit_code, o.error, self.output.offset, o.reason]
+        head.append(o.signal)
         return json.dumps(head).encode() + b"\n" + self.output.data
 
     @classmethod
     def decode(cls, data: bytes) -> KnownEnd:
         head, _, output = data.partition(b"\n")
-        succeeded, cancelled, exit_code, error, offset = json.loads(head)
-        return cls(Outcome(succeeded, cancelled, exit_code, error), OutputSnapshot(output, offset))
+        succeeded, cancelled, exit_code, error, offset, reason, signal = json.loads(head)
+        outcome = Outcome(succeeded, cancelled, exit_code, error, EndReason(reason), signal)
+        return cls(outcome, OutputSnapshot(output, offset))
 
 
 #: looks up the KnownEnd of a job's attempt with this lease, if its worker left one
@@ -762,7 +790,7 @@ def mark_lost(
 @retry_fenced
 def _end_lost_attempt(
     engine: Engine,
-    row: sa.Row[Any],
+    row: Any,
     stale_before: dt.datetime,
     policy: RetryPolicy,
     known: KnownEnd | None,

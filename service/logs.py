@@ -70,7 +70,9 @@ def configure(settings: Settings, *, process: str) -> None:
 
 
 def _add_process(process: str) -> structlog.types.Processor:
-    def add(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+    def add(
+        _logger: object, _name: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
         event.setdefault("process", process)
         return event
 

@@ -3,10 +3,10 @@
 Two sources, chosen per metric:
 
 - Events (jobs created, started, finished; pickup latency and run duration; HTTP requests) are
-  counted by the process where they happen, in memory, and added every second into one Redis
-  hash shared by all processes and machines (in process only, with the embedded broker). Any
-  web process serves the totals. They survive process restarts; a Redis restart resets them,
-  which Prometheus' `rate()` takes as a counter reset.
+  counted by the process where they happen, in memory, and added every second into one hash
+  on the bus (service.bus: Redis, shared by all processes and machines; in process with the
+  embedded broker). Any web process serves the totals. They survive process restarts; a Redis
+  restart resets them, which Prometheus' `rate()` takes as a counter reset.
 - State (queue depth, oldest waiting job, running jobs) is read from the database at scrape
   time: it is the truth, whoever changed it.
 
@@ -25,11 +25,11 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import redis
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from service.bus import Bus, BusUnavailable
 from service.db import jobs, transaction, utcnow
 from service.states import State
 
@@ -80,17 +80,15 @@ def _bounds(name: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
 
 
 class Recorder:
-    """Counts events in memory; `flush()` adds them to the shared store."""
+    """Counts events in memory; `flush()` adds them to the bus's shared counts."""
 
     def __init__(self) -> None:
         self._pending: defaultdict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
-        self.client: redis.Redis | None = None
-        self.hash_key = ""
-        self.local: defaultdict[str, float] | None = defaultdict(float)  # no Redis: kept here
+        self.bus: Bus | None = None  # until the process's bus is known: counts stay here
 
-    def use_redis(self, client: redis.Redis, hash_key: str) -> None:
-        self.client, self.hash_key, self.local = client, hash_key, None
+    def use_bus(self, bus: Bus) -> None:
+        self.bus = bus
 
     def count(self, name: str, *labels: str, amount: float = 1) -> None:
         key = _key(name, labels)
@@ -106,21 +104,15 @@ class Recorder:
             self._pending[total] += value
 
     def flush(self) -> None:
+        if self.bus is None:
+            return
         with self._lock:
             pending, self._pending = self._pending, defaultdict(float)
         if not pending:
             return
-        if self.local is not None:
-            for field, amount in pending.items():
-                self.local[field] += amount
-            return
-        assert self.client is not None
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for field, amount in pending.items():
-                    pipe.hincrbyfloat(self.hash_key, field, amount)
-                pipe.execute()
-        except redis.RedisError as exc:
+            self.bus.add_counts(self.bus.keys.metrics, dict(pending))
+        except BusUnavailable as exc:
             with self._lock:  # keep them for the next flush
                 for field, amount in pending.items():
                     self._pending[field] += amount
@@ -128,12 +120,11 @@ class Recorder:
 
     def totals(self) -> dict[str, float]:
         """Everything counted by every process, as flushed so far."""
-        if self.local is not None:
-            self.flush()
-            return dict(self.local)
-        assert self.client is not None
-        raw = self.client.hgetall(self.hash_key)
-        return {field.decode(): float(value) for field, value in raw.items()}
+        if self.bus is None:
+            with self._lock:
+                return dict(self._pending)
+        self.flush()
+        return self.bus.counts(self.bus.keys.metrics)
 
 
 #: the recorder of this process (a web or a worker process)
@@ -184,17 +175,18 @@ def _event_metrics(totals: Mapping[str, float]) -> Iterator[Metric]:
             histograms[name][tuple(labels)][bucket] = value
     for name, (help_text, label_names, buckets) in EVENTS.items():
         if buckets is None:
-            family: Metric = CounterMetricFamily(name, help_text, labels=label_names)
+            counter = CounterMetricFamily(name, help_text, labels=label_names)
             for labels, value in sorted(counters[name].items()):
-                family.add_metric(list(labels), value)
+                counter.add_metric(list(labels), value)
+            yield counter
         else:
-            family = HistogramMetricFamily(name, help_text, labels=label_names)
+            histogram = HistogramMetricFamily(name, help_text, labels=label_names)
             bucket_names = _bounds(name)[1]
             for labels, values in sorted(histograms[name].items()):
                 cumulative = list(itertools.accumulate(values.get(b, 0.0) for b in bucket_names))
                 points = list(zip(bucket_names, cumulative, strict=True))
-                family.add_metric(list(labels), points, sum_value=values.get("sum", 0.0))
-        yield family
+                histogram.add_metric(list(labels), points, sum_value=values.get("sum", 0.0))
+            yield histogram
 
 
 WAITING_STATES = (State.QUEUED, State.SCHEDULED, State.RETRYING, State.RUNNING)

@@ -17,9 +17,19 @@ from yoyo import get_backend, read_migrations
 
 from service.db import require_driver
 
-#: the yoyo migrations, shipped inside the package (no __init__.py: yoyo reads every .py file
-#: there as a migration)
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+def _migrations_dir() -> Path:
+    """The yoyo migrations: `migrations/` beside the package in a checkout (or an editable
+    install), `service/migrations/` inside an installed wheel. (No __init__.py: yoyo reads
+    every .py file there as a migration.)"""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no migrations next to {here}")
+
+
+MIGRATIONS_DIR = _migrations_dir()
 LOCK_NAME = "jobrunner.migrate"
 LOCK_TIMEOUT_S = 300
 

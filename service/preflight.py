@@ -9,12 +9,12 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from actors.broker import make_redis_client
-from service.auth import has_any_token
+from service.broker import make_redis_client
 from service.config import Settings
 from service.db import MissingDriver, require_driver
 from service.errors import DatabaseUnavailable
 from service.migrate import pending_migrations
+from service.tokens import has_any_token
 
 
 class StartupError(RuntimeError):

@@ -43,7 +43,8 @@ class Job:
     @classmethod
     def from_values(cls, job_id: int, values: dict[str, Any]) -> Job:
         """The job just inserted with these column values."""
-        return cls(**{f.name: values.get(f.name) for f in _FIELDS if f.name != "id"}, id=job_id)
+        given: dict[str, Any] = {f.name: values.get(f.name) for f in _FIELDS if f.name != "id"}
+        return cls(id=job_id, **given)
 
 
 _FIELDS = fields(Job)

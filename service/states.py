@@ -22,6 +22,26 @@ class State(StrEnum):
     CANCELLED = "cancelled"
 
 
+class StopReason(StrEnum):
+    """Why a worker stops a command before it ends by itself."""
+
+    CANCELLED = "cancelled"  # a client cancelled (or deleted) the job
+    LOST = "lost"  # the attempt is no longer this worker's: the sweeper gave it up
+    SHUTDOWN = "shutdown"  # the worker stops: the job goes back to its queue
+    LOST_CONTACT = "lost contact"  # the database has not confirmed it for too long
+
+
+class EndReason(StrEnum):
+    """How an attempt ended, for programs (API.md section 2, `end_reason`)."""
+
+    EXITED = "exited"  # by itself, with an exit code
+    SIGNAL = "signal"  # killed by a signal from outside
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    WORKER_LOST = "worker_lost"  # its worker died or lost contact with the database
+    NOT_STARTED = "not_started"  # the command could not start
+
+
 FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 WAITING = frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING})
 NOT_STARTED = frozenset({State.SCHEDULED, State.QUEUED})
@@ -56,4 +76,4 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt `attempt` (1-based), with ±20 % jitter."""
-        return min(self.cap, self.base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        return min(self.cap, self.base * 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)

@@ -33,6 +33,9 @@ JOB_FIELDS = {
     "failed_at",
     "created_at",
     "updated_at",
+    "cancel_requested",
+    "output_bytes",
+    "output_truncated",
 }
 
 

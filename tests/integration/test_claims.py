@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from service import jobs
 from service.config import Settings
 from service.jobs import Outcome, OutputSnapshot
-from service.schemas import parse_create
 from service.states import RetryPolicy, State
+from service.web.schemas import parse_create
+from tests.support import age
 
 SETTINGS = Settings()
 NOTHING = OutputSnapshot(b"", 0)
@@ -119,11 +120,7 @@ def test_promote_due_queues_scheduled_and_retrying_jobs(engine: sa.Engine, clean
 
 
 def _age(engine: sa.Engine, job_id: int, column: str, seconds: float) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(f"UPDATE jobs SET {column} = {column} - INTERVAL :s SECOND WHERE id = :id"),
-            {"s": seconds, "id": job_id},
-        )
+    age(engine, column, seconds, job_id)
 
 
 def test_mark_lost_retries_fails_or_cancels_by_the_jobs_own_rules(

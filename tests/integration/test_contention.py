@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from actors.broker import make_broker
 from service import jobs
+from service.broker import make_broker
 from service.config import Settings
-from service.dispatch import Dispatcher
-from service.schemas import parse_create
+from service.dispatch import dispatcher_for
+from service.web.schemas import parse_create
 from tests.support import start_worker, wait_for
 
 JOBS = 2000
@@ -71,7 +71,7 @@ def test_every_record_matches_what_its_command_did(
     settings = Settings.from_environ(env)
     expected: dict[int, int] = {}
     broker = make_broker(settings)
-    dispatcher = Dispatcher(broker, settings.redis_namespace)
+    dispatcher = dispatcher_for(broker, settings)
     deadlocks_before = deadlocks(engine)
     try:
         for start in range(0, JOBS, 100):  # batches, as the web's submitter writes them

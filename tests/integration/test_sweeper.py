@@ -11,9 +11,9 @@ from actors.context import WorkerContext
 from actors.sweeper import Sweeper
 from service import jobs
 from service.config import Settings
-from service.dispatch import Dispatcher
-from service.schemas import parse_create
-from tests.support import wait_for
+from service.dispatch import dispatcher_for
+from service.web.schemas import parse_create
+from tests.support import age, wait_for
 
 
 def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
@@ -27,15 +27,14 @@ def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
         max_retries_limit=5,
     )
     broker = StubBroker()
-    ctx = WorkerContext(settings, engine, broker, Dispatcher(broker, "sweeper-test"))
+    ctx = WorkerContext(settings, engine, broker, dispatcher_for(broker, settings))
     # a queue of its own: the suite's shared worker, if it runs, must not take the job
     fields = {"command": "true", "max_retries": 1, "queue": "sweeper_test"}
     jobs.create(engine, parse_create(fields, settings))
     assert jobs.claim_next(engine, "sweeper_test", "gone-worker") is not None
     # its worker stopped beating 3 s ago: stale for this sweeper (lease 0.6 s), not yet for the
     # shared worker's, which may run meanwhile on the same database (lease 5 s)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 3 SECOND"))
+    age(engine, "heartbeat_at", 3)
 
     sweeper = Sweeper(ctx)
     sweeper.seen_database_since = time.monotonic()  # it just took over, or the database is back
@@ -61,7 +60,7 @@ def test_an_end_its_worker_could_not_store_is_recorded_as_it_happened(
         database_url=database_url, redis_url="stub:", lease_timeout=0.6, heartbeat_interval=0.1
     )
     broker = StubBroker()
-    dispatcher = Dispatcher(broker, "known-end-test")
+    dispatcher = dispatcher_for(broker, settings)
     ctx = WorkerContext(settings, engine, broker, dispatcher)
     fields = {"command": "false", "queue": "sweeper_test"}
     ok, failed, unknown = (jobs.create(engine, parse_create(fields, settings))[0] for _ in "abc")
@@ -80,8 +79,7 @@ def test_an_end_its_worker_could_not_store_is_recorded_as_it_happened(
     }
     for job_id, end in ends.items():
         assert dispatcher.keep_end(job_id, claimed[job_id].lease, end.encode(), ttl=60)
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE jobs SET heartbeat_at = heartbeat_at - INTERVAL 3 SECOND"))
+    age(engine, "heartbeat_at", 3)
 
     sweeper = Sweeper(ctx)
     sweeper.seen_database_since = time.monotonic() - 1.0  # it has seen the database a lease

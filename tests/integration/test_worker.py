@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from actors.broker import make_broker
 from service import db, jobs
+from service.broker import make_broker
 from service.config import Settings
-from service.dispatch import Dispatcher
-from service.schemas import parse_create
+from service.dispatch import dispatcher_for
 from service.states import FINAL
+from service.web.schemas import parse_create
 from tests.support import (
     PROCESS_DEADLINE,
     Api,
@@ -213,7 +213,7 @@ def test_duplicate_messages_do_not_run_a_job_twice(
 ) -> None:
     job = worked_api.submit(command="bin/stamp.sh 1")
     settings = Settings.from_environ(base_env)
-    dispatcher = Dispatcher(make_broker(settings), settings.redis_namespace)
+    dispatcher = dispatcher_for(make_broker(settings), settings)
     worked_api.wait(job["id"], {"running"})
     assert dispatcher.notify("default", count=5)  # as if the broker redelivered it 5 times
     final = worked_api.wait(job["id"])
@@ -291,7 +291,7 @@ def _create(engine: sa.Engine, settings: Settings, queue: str, commands: list[st
     created = [job.id for job in jobs.create_many(engine, specs)]
     broker = make_broker(settings)
     try:
-        assert Dispatcher(broker, settings.redis_namespace).wake(queue)
+        assert dispatcher_for(broker, settings).wake(queue)
     finally:
         broker.close()
     return created
@@ -361,7 +361,7 @@ def test_a_busy_process_leaves_other_queues_wake_ups_to_idle_ones(
     engine: sa.Engine, clean_db: None, base_env: dict[str, str], log_dir: Path, own_worker: list
 ) -> None:
     """A worker process whose only thread is busy takes no wake-up of another queue it serves
-    (actors.broker.Slots): an idle process serving that queue runs its jobs at once."""
+    (actors.consumer.Slots): an idle process serving that queue runs its jobs at once."""
     settings = Settings.from_environ(base_env)
     one = dict(base_env, WORKER_THREADS="1")
     own_worker.append(start_worker(one, log_dir, "busy", WORKER_QUEUES="slot_a,slot_b"))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from service.client import ApiClient, ApiError, ClientError, Unreachable, error_message
+from client.api import ApiClient, ApiError, ClientError, Unreachable, error_message
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from service.client_args import format_utc, job_fields, parse_at, parse_duration, parse_env
+from client.args import format_utc, job_fields, parse_at, parse_duration, parse_env
 
 NOW = dt.datetime(2026, 11, 27, 10, 45, 20, 123456, tzinfo=dt.UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
+from jobrunner.cli import main
 
 # nothing listens there: a command that got past its usage checks would fail with exit code 1
 NOWHERE = "http://127.0.0.1:9"

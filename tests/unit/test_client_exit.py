@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.client_exit import describe_end, ended_without_exit_status, exit_code_for
+from client.exit import describe_end, ended_without_exit_status, exit_code_for
 
 
 def job(state: str, exit_code: int | None = None, last_error: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from service.client_format import age, clean, job_details, job_table, short_result
+from client.format import age, clean, job_details, job_table, short_result
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -8,9 +8,9 @@ import signal
 import httpx
 import pytest
 
-from service.client import ApiClient, OutputChunk, Unreachable
-from service.client_progress import ERASE_LINE, Progress, elapsed_text
-from service.client_wait import Interrupted, OutputWriter, Pacer, Waiter, await_job
+from client.api import ApiClient, OutputChunk, Unreachable
+from client.progress import ERASE_LINE, Progress, elapsed_text
+from client.wait import Interrupted, OutputWriter, Pacer, Waiter, await_job
 
 
 class FakeTime:

@@ -8,7 +8,7 @@ import pytest
 
 from service.config import Settings
 from service.errors import ValidationFailed
-from service.schemas import coerce_form_fields, format_time, parse_create, parse_edit
+from service.web.schemas import coerce_form_fields, format_time, parse_create, parse_edit
 
 SETTINGS = Settings(default_timeout=600, default_max_retries=1, max_timeout=3600)
 

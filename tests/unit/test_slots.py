@@ -1,11 +1,11 @@
-"""actors.broker.Slots: a worker process takes no more wake-ups than it has idle threads."""
+"""actors.consumer.Slots: a worker process takes no more wake-ups than it has idle threads."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from actors.broker import Slots
+from actors.consumer import Slots
 
 
 def test_takes_at_most_what_is_free_and_gets_it_back() -> None:

@@ -33,12 +33,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from actors.bootstrap import build
 from actors.context import WorkerContext, worker_name
 from service import logs
-from service.app import create_app
-from service.auth import create_token, is_stored, revoke_token
 from service.config import ConfigError, Settings
 from service.db import create_engine
 from service.errors import NotFound
 from service.migrate import apply_migrations
+from service.tokens import create_token, is_stored, revoke_token
+from service.web.app import create_app
 
 log = structlog.get_logger(__name__)
 

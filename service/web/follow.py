@@ -23,12 +23,10 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 import structlog
 
+from service.bus import BusUnavailable, Subscriber
 from service.dispatch import Dispatcher
 from service.queries import StoredOutput
 from service.states import FINAL
@@ -65,24 +63,19 @@ def parse(message: bytes) -> Chunk | AttemptEnd | None:
 
 
 class OutputHub:
-    """The live output subscriptions of one web process."""
+    """The live output subscriptions of one web process: one subscription on the bus
+    (service.bus), and a queue per follower."""
 
-    def __init__(self, dispatcher: Dispatcher, redis_url: str | None) -> None:
+    def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.redis_url = redis_url
+        self.keys = dispatcher.keys
         self.followers: dict[int, set[asyncio.Queue[Message]]] = {}
         self.closed = False
-        self._pubsub: Any = None
-        self._client: aioredis.Redis | None = None
+        self._subscriber: Subscriber | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._local_listeners: dict[int, Callable[[bytes], None]] = {}
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        if self.redis_url is not None:
-            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=None)
-            self._reader = asyncio.create_task(self._read())
+        self._reader = asyncio.create_task(self._read())
 
     def close(self) -> None:
         """End every follow stream (the web is shutting down); they end cleanly."""
@@ -97,8 +90,6 @@ class OutputHub:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        if self._client is not None:
-            await self._client.aclose()
 
     # --- subscriptions ----------------------------------------------------------------
 
@@ -106,14 +97,9 @@ class OutputHub:
         queue: asyncio.Queue[Message] = asyncio.Queue()
         first = job_id not in self.followers
         self.followers.setdefault(job_id, set()).add(queue)
-        if first:
-            if self.redis_url is None:
-                listener = self._local_listener(job_id)
-                self._local_listeners[job_id] = listener
-                self.dispatcher.subscribe_local_output(job_id, listener)
-            elif self._pubsub is not None:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await self._pubsub.subscribe(self.dispatcher.output_channel(job_id))
+        if first and self._subscriber is not None:
+            with contextlib.suppress(BusUnavailable):  # the reader subscribes it on reconnect
+                await self._subscriber.subscribe(self.keys.output_channel(job_id))
         return queue
 
     async def unsubscribe(self, job_id: int, queue: asyncio.Queue[Message]) -> None:
@@ -122,21 +108,9 @@ class OutputHub:
         if queues:
             return
         self.followers.pop(job_id, None)
-        listener = self._local_listeners.pop(job_id, None)
-        if listener is not None:
-            self.dispatcher.unsubscribe_local_output(job_id, listener)
-        elif self._pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._pubsub.unsubscribe(self.dispatcher.output_channel(job_id))
-
-    def _local_listener(self, job_id: int) -> Callable[[bytes], None]:
-        loop = self._loop
-        assert loop is not None
-
-        def deliver(message: bytes) -> None:  # called from a worker thread
-            loop.call_soon_threadsafe(self._deliver, job_id, message)
-
-        return deliver
+        if self._subscriber is not None:
+            with contextlib.suppress(BusUnavailable):
+                await self._subscriber.unsubscribe(self.keys.output_channel(job_id))
 
     def _deliver(self, job_id: int, raw: bytes) -> None:
         message = parse(raw)
@@ -146,36 +120,36 @@ class OutputHub:
             queue.put_nowait(message)
 
     async def request_output(self, job_id: int, offset: int) -> None:
-        if self.redis_url is None:
-            await asyncio.to_thread(self.dispatcher.request_output, job_id, offset)
-            return
-        assert self._client is not None
-        with contextlib.suppress(redis.RedisError, OSError):
-            await self._client.publish(self.dispatcher.key("follow"), f"{job_id} {offset}")
+        if self._subscriber is None:
+            return  # the bus is away: the follower's checks of the database go on
+        with contextlib.suppress(BusUnavailable):
+            await self._subscriber.publish(self.keys.follow_channel, f"{job_id} {offset}".encode())
 
     async def _read(self) -> None:
-        """The one reader of this process's pub/sub connection; reconnects after an outage."""
-        assert self._client is not None
-        prefix = self.dispatcher.output_channel(0)[:-1].encode()
+        """The one reader of this process's subscription; reconnects after an outage."""
         while True:
+            subscriber = self.dispatcher.bus.subscriber()
             try:
-                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                channels = [self.dispatcher.key("hub")]
-                channels += [self.dispatcher.output_channel(job) for job in self.followers]
-                await self._pubsub.subscribe(*channels)
+                channels = [self.keys.hub_channel]
+                channels += [self.keys.output_channel(job) for job in self.followers]
+                await subscriber.subscribe(*channels)
+                self._subscriber = subscriber
                 while True:
-                    message = await self._pubsub.get_message(timeout=1.0)
-                    if message is None or message["type"] != "message":
+                    message = await subscriber.get_message(timeout=1.0)
+                    if message is None:
                         continue
-                    channel: bytes = message["channel"]
-                    if channel.startswith(prefix):
-                        self._deliver(int(channel[len(prefix) :]), message["data"])
+                    job_id = self.keys.output_job(message[0])
+                    if job_id is not None:
+                        self._deliver(job_id, message[1])
             except asyncio.CancelledError:
                 raise
-            except (redis.RedisError, OSError) as exc:
+            except BusUnavailable as exc:
                 log.warning("live output unavailable; reconnecting", error=str(exc))
-                self._pubsub = None
                 await asyncio.sleep(1.0)
+            finally:
+                self._subscriber = None
+                with contextlib.suppress(Exception):
+                    await subscriber.aclose()
 
 
 # --- the streams ---------------------------------------------------------------------------

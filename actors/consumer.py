@@ -1,7 +1,5 @@
-"""Broker setup: a Dramatiq RedisBroker (or the in-process StubBroker for the embedded mode).
-
-Used by the web (to send messages) and by workers (to consume them). Creating a broker here
-has no side effects; `actors.worker` is what makes it the global broker in a worker process.
+"""What a worker process needs to consume wake-ups: a Redis consumer that blocks instead of
+polling, one slot per worker thread, and the middleware of the actor.
 """
 
 from __future__ import annotations
@@ -13,19 +11,13 @@ import redis
 from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries, TimeLimit
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from service.broker import make_broker
 from service.config import Settings
-
-#: Dramatiq's broker heartbeat: a worker silent this long has its unacked messages re-queued.
-BROKER_HEARTBEAT_TIMEOUT_MS = 30_000
-
 
 #: while some of its messages are being processed, a consumer wakes at least this often to
 #: hand their acks back; an idle one blocks up to the worker timeout
@@ -76,7 +68,7 @@ class Slots:
         return 0 if self._closed else self._free
 
 
-class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
+class _WakingConsumer(_RedisConsumer):
     """A Redis consumer that waits for a message instead of polling with backoff, and takes
     no more messages than its process has idle worker threads (Slots).
 
@@ -109,7 +101,7 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
                 self.queued_message_ids.add(message.message_id)
                 return MessageProxy(message)
         except redis.ConnectionError as exc:
-            raise ConnectionClosed(exc) from None
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     @property
     def _is_delay_queue(self) -> bool:
@@ -144,23 +136,12 @@ class _WakingConsumer(_RedisConsumer):  # type: ignore[misc]
 
 class WakingRedisBroker(RedisBroker):
     def __init__(self, *, slots: int, **options: object) -> None:
-        super().__init__(**options)
+        super().__init__(**options)  # type: ignore[no-untyped-call]
         self.slots = Slots(slots)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakingConsumer
-
-
-def make_redis_client(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
-    """A client that fails fast: a request must not hang for long on a Redis outage."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        health_check_interval=30,
-    )
 
 
 def worker_middleware() -> list[Middleware]:
@@ -169,13 +150,14 @@ def worker_middleware() -> list[Middleware]:
     return [TimeLimit(), Retries(max_retries=0)]
 
 
-def make_broker(settings: Settings, *, middleware: list[Middleware] | None = None) -> Broker:
+def make_worker_broker(settings: Settings, middleware: list[Middleware]) -> Broker:
+    """A worker's broker: the waking consumer and one slot per thread (the StubBroker of the
+    embedded mode as it is)."""
     if settings.uses_stub_broker:
-        return StubBroker(middleware=middleware or [])
-    return WakingRedisBroker(
+        return make_broker(settings, middleware=middleware)
+    return make_broker(
+        settings,
+        middleware=middleware,
+        redis_class=WakingRedisBroker,
         slots=settings.worker_threads,
-        client=make_redis_client(settings.redis_url),
-        namespace=settings.redis_namespace,
-        middleware=middleware or [],
-        heartbeat_timeout=BROKER_HEARTBEAT_TIMEOUT_MS,
     )

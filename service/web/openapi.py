@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the API (served at /openapi.json).
 
-Request schemas come from the same pydantic model that validates requests, with the limits of
-the running settings filled in, so the document describes what this server accepts.
+Its schemas are generated from the models that validate requests and shape responses
+(service.web.schemas: the job fields with the running settings' limits filled in, and the job
+resource); only the structure around them is written here: which of command and argv a body
+must hold, the form fields, the operations and their answers.
 """
 
 from __future__ import annotations
@@ -10,62 +12,10 @@ from functools import cache
 from typing import Any
 
 from service.config import Settings
-from service.schemas import INT32_MAX, INT32_MIN, MAX_ARGV_ITEMS, MAX_ENV_VARS
 from service.states import State
+from service.web.schemas import JobResource, Limits, fields_model
 
-TIME = {"type": "string", "format": "date-time"}
-NULLABLE_TIME = {"anyOf": [TIME, {"type": "null"}]}
-NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
-NULLABLE_INT = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
-
-JOB_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "id",
-        "command",
-        "argv",
-        "queue",
-        "priority",
-        "state",
-        "attempts",
-        "max_retries",
-        "timeout",
-        "exit_code",
-        "last_error",
-        "run_at",
-        "locked_at",
-        "locked_by",
-        "started_at",
-        "finished_at",
-        "failed_at",
-        "created_at",
-        "updated_at",
-    ],
-    "properties": {
-        "id": {"type": "integer"},
-        "command": {"type": "string"},
-        "argv": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
-        "queue": {"type": "string"},
-        "priority": {"type": "integer"},
-        "state": {"type": "string", "enum": [state.value for state in State]},
-        "attempts": {"type": "integer", "minimum": 0},
-        "max_retries": {"type": "integer", "minimum": 0},
-        "timeout": {"type": "integer", "minimum": 1},
-        "exit_code": NULLABLE_INT,
-        "last_error": NULLABLE_STRING,
-        "run_at": TIME,
-        "locked_at": NULLABLE_TIME,
-        "locked_by": NULLABLE_STRING,
-        "started_at": NULLABLE_TIME,
-        "finished_at": NULLABLE_TIME,
-        "failed_at": NULLABLE_TIME,
-        "created_at": TIME,
-        "updated_at": TIME,
-        "cancel_requested": {"type": "boolean"},
-        "output_bytes": {"type": "integer", "minimum": 0},
-        "output_truncated": {"type": "boolean"},
-    },
-}
+REF = "#/components/schemas/{model}"
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -77,6 +27,13 @@ VALIDATION_SCHEMA = {
     "description": "Each invalid field, with its messages",
     "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
+
+
+def _resource_schemas() -> dict[str, Any]:
+    """The job resource and the schemas it refers to (its state)."""
+    schema = JobResource.model_json_schema(ref_template=REF, mode="serialization")
+    defs = schema.pop("$defs", {})
+    return {"Job": schema, **defs}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -113,12 +70,6 @@ UNAUTHORIZED = {
 MAX_ID = 2**63 - 1
 
 
-#: ECMA-262 patterns that mirror the validation in service.schemas
-NUL_FREE = "^[^\\u0000]*$"
-NON_BLANK = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$"
-QUEUE = "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-
-
 def _nullable(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
     wrapped: dict[str, Any] = {"anyOf": [schema, {"type": "null"}]}
     if description:
@@ -127,42 +78,14 @@ def _nullable(schema: dict[str, Any], description: str | None = None) -> dict[st
 
 
 def _field_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
-    """One schema per job field, as service.schemas validates it (null means: not given)."""
-    text = {"type": "string", "pattern": NUL_FREE}
-    return {
-        "command": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": settings.max_command_length,
-            "pattern": NON_BLANK,
-            "description": "A shell command line, run by /bin/sh -c in JOB_HOME",
-        },
-        "argv": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_ARGV_ITEMS,
-            "prefixItems": [{"type": "string", "pattern": NON_BLANK}],
-            "items": text,
-            "description": "A program and its arguments, run with no shell",
-        },
-        "queue": {"type": "string", "pattern": QUEUE, "description": "Default: default"},
-        "priority": {
-            "type": "integer",
-            "minimum": INT32_MIN,
-            "maximum": INT32_MAX,
-            "description": "Lower runs first",
-        },
-        "timeout": {"type": "integer", "minimum": 1, "maximum": settings.max_timeout},
-        "max_retries": {"type": "integer", "minimum": 0, "maximum": settings.max_retries_limit},
-        "run_at": {"type": "string", "format": "date-time"},
-        "env": {
-            "type": "object",
-            "maxProperties": MAX_ENV_VARS,
-            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-            "additionalProperties": text,
-            "description": "Added to the command's environment; never shown again",
-        },
-    }
+    """One schema per job field, as `fields_model` validates it (without its `null`, which
+    means: not given)."""
+    model = fields_model(Limits.from_settings(settings))
+    fields: dict[str, dict[str, Any]] = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        (schema,) = [branch for branch in prop["anyOf"] if branch != {"type": "null"}]
+        fields[name] = schema
+    return fields
 
 
 def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
@@ -289,7 +212,7 @@ def document(settings: Settings) -> dict[str, Any]:
                     },
                     parameters=[
                         _query("state", {"type": "string", "enum": [s.value for s in State]}),
-                        _query("queue", {"type": "string", "pattern": QUEUE}),
+                        _query("queue", _field_schemas(settings)["queue"]),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _query(
                             "after",
@@ -442,7 +365,7 @@ def document(settings: Settings) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Job": JOB_SCHEMA,
+                **_resource_schemas(),
                 "JobInput": _input_schema(settings, edit=False),
                 "JobEdit": _input_schema(settings, edit=True),
                 "Error": ERROR_SCHEMA,

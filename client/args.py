@@ -98,7 +98,7 @@ def job_fields(
     return fields
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -110,7 +110,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class When(click.ParamType):
+class When(click.ParamType):  # type: ignore[type-arg]
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:

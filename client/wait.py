@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import BinaryIO, TypeVar
 
-from service.client import FINAL_STATES, ApiClient, ApiError, ClientError, Job, OutputChunk
-from service.client_progress import Progress
+from client.api import FINAL_STATES, ApiClient, ApiError, ClientError, Job, OutputChunk
+from client.progress import Progress
 
 T = TypeVar("T")
 Note = Callable[[str], None]

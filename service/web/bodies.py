@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from service.schemas import coerce_form_fields, coerce_json_fields
+from service.web.schemas import coerce_form_fields, coerce_json_fields
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_FORM_FIELDS = 200

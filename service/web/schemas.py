@@ -3,31 +3,40 @@
 Validation is strict (a JSON `"5"` is not a priority; form values are converted first, since a
 form has only strings) and reports Rails-style `{"field": ["message", ...]}`, as the original
 did, so that `{"command": ["can't be blank"]}` keeps its exact wording.
+
+Each rule is written once: as a constraint of a field of `fields_model` (lengths, ranges,
+patterns), which both validates and is what the OpenAPI document shows (service.web.openapi
+takes its JSON Schema), or, for what JSON Schema cannot say, as a validator of
+`JobFieldsBase`. The job resource is `JobResource`, and `job_to_json` writes exactly its fields.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.errors import ValidationFailed
+from service.jobs import JobSpec
+from service.states import State
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ENV_VARS = 100
 MAX_ARGV_ITEMS = 1000
 BLANK = "can't be blank"
@@ -81,19 +90,13 @@ class Limits:
 
 
 def _limits(info: ValidationInfo) -> Limits:
-    return info.context["limits"]
+    assert info.context is not None
+    limits: Limits = info.context["limits"]
+    return limits
 
 
 def _error(message: str) -> PydanticCustomError:
     return PydanticCustomError("jobrunner", message)
-
-
-def _check_text(value: str, limit: int) -> str:
-    if "\x00" in value:
-        raise _error("must not contain NUL characters")
-    if len(value) > limit:
-        raise _error(f"is too long (at most {limit} characters)")
-    return value
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -111,115 +114,127 @@ def parse_time(value: str) -> dt.datetime:
         return dt.datetime.min if parsed.year == dt.MINYEAR else dt.datetime.max
 
 
-class JobFields(BaseModel):
-    """The fields a client may set; every one optional here, required-ness is checked later."""
+#: ECMA-262 patterns of the constraints below (JSON Schema and pydantic read them alike)
+NUL_FREE = "^[^\\u0000]*$"
+NON_BLANK = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$"
+QUEUE_PATTERN = QUEUE_NAME_PATTERN.pattern
+ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+QUEUE_MESSAGE = (
+    "must start with a letter or _, hold only letters, digits, _ and -, and be at most 64 "
+    "characters"
+)
+
+Text = Annotated[str, StringConstraints(pattern=NUL_FREE)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
+
+
+def _env_schema(schema: dict[str, Any]) -> None:
+    """An env object as JSON Schema says it: names by `propertyNames` (pydantic writes
+    `patternProperties`, which would let other names through)."""
+    (values,) = schema.pop("patternProperties").values()
+    schema["propertyNames"] = {"pattern": ENV_NAME}
+    schema["additionalProperties"] = values
+
+
+def _argv_schema(schema: dict[str, Any]) -> None:
+    """The program (the first item) may not be blank."""
+    schema["prefixItems"] = [{"type": "string", "pattern": NON_BLANK}]
+
+
+class JobFieldsBase(BaseModel):
+    """Rules that JSON Schema cannot say (sizes in all, a parseable time): the rest are the
+    constraints of the fields (`fields_model`), which the OpenAPI document shows as they are."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    command: str | None = Field(default=None, description="A shell command line, run by /bin/sh -c")
-    argv: list[str] | None = Field(
-        default=None, description="A program and its arguments, run with no shell"
-    )
-    queue: str | None = Field(default=None, description="Queue name (default: `default`)")
-    priority: int | None = Field(default=None, ge=INT32_MIN, le=INT32_MAX)
-    timeout: int | None = Field(default=None, ge=1, description="Seconds per attempt")
-    max_retries: int | None = Field(default=None, ge=0, description="Retries after a failure")
-    run_at: str | None = Field(default=None, description="ISO 8601 time to run at")
-    env: dict[str, str] | None = Field(default=None, description="Added to the environment")
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        if is_blank(value):
-            raise _error(BLANK)
-        return _check_text(value, _limits(info).max_command_length)
-
-    @field_validator("argv")
+    @field_validator("argv", check_fields=False)
     @classmethod
     def _argv(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if value is None:
             return None
-        if not value or is_blank(value[0]):
+        if is_blank(value[0]):
             raise _error(BLANK)
-        if len(value) > MAX_ARGV_ITEMS:
-            raise _error(f"has too many items (at most {MAX_ARGV_ITEMS})")
-        for item in value:
-            if "\x00" in item:
-                raise _error("must not contain NUL characters")
         limit = _limits(info).max_command_length
         if sum(len(item) + 1 for item in value) > limit:
             raise _error(f"is too long (at most {limit} characters in all)")
         return value
 
-    @field_validator("queue")
-    @classmethod
-    def _queue(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not QUEUE_NAME_PATTERN.fullmatch(value):
-            raise _error(
-                "must start with a letter or _, hold only letters, digits, _ and -, "
-                "and be at most 64 characters"
-            )
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: int | None, info: ValidationInfo) -> int | None:
-        limit = _limits(info).max_timeout
-        if value is not None and value > limit:
-            raise _error(f"must be at most {limit} seconds")
-        return value
-
-    @field_validator("max_retries")
-    @classmethod
-    def _max_retries(cls, value: int | None, info: ValidationInfo) -> int | None:
-        limit = _limits(info).max_retries
-        if value is not None and value > limit:
-            raise _error(f"must be at most {limit}")
-        return value
-
-    @field_validator("run_at")
+    @field_validator("run_at", check_fields=False)
     @classmethod
     def _run_at(cls, value: str | None) -> str | None:
         if value is not None:
             parse_time(value)
         return value
 
-    @field_validator("env")
+    @field_validator("env", check_fields=False)
     @classmethod
     def _env(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
         if value is None:
             return None
-        if len(value) > MAX_ENV_VARS:
-            raise _error(f"has too many variables (at most {MAX_ENV_VARS})")
-        size = 0
-        for name, item in value.items():
-            if not ENV_NAME_PATTERN.fullmatch(name):
-                raise _error(f"has an invalid variable name {name[:64]!r}")
-            if "\x00" in item:
-                raise _error(f"{name} must not contain NUL characters")
-            size += len(name) + len(item) + 2
         limit = _limits(info).max_env_size
-        if size > limit:
+        if sum(len(name) + len(item) + 2 for name, item in value.items()) > limit:
             raise _error(f"is too large (at most {limit} characters in all)")
         return value
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """A validated job to create."""
-
-    command: str
-    argv: list[str] | None
-    queue: str
-    priority: int
-    timeout: int
-    max_retries: int
-    run_at: dt.datetime | None
-    env: dict[str, str] | None
+@functools.cache
+def fields_model(limits: Limits) -> type[JobFieldsBase]:
+    """The fields a client may set, every one optional (required-ness is checked later), with
+    these limits: it validates requests, and the OpenAPI document shows its JSON Schema."""
+    command = Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=limits.max_command_length, pattern=NON_BLANK),
+        Field(description="A shell command line, run by /bin/sh -c in JOB_HOME"),
+    ]
+    argv = Annotated[
+        list[Text],
+        Field(
+            min_length=1,
+            max_length=MAX_ARGV_ITEMS,
+            description="A program and its arguments, run with no shell",
+            json_schema_extra=_argv_schema,
+        ),
+    ]
+    queue = Annotated[
+        str, StringConstraints(pattern=QUEUE_PATTERN), Field(description="Default: default")
+    ]
+    priority = Annotated[
+        int, Field(ge=INT32_MIN, le=INT32_MAX, description="Lower runs first (default 0)")
+    ]
+    timeout = Annotated[int, Field(ge=1, le=limits.max_timeout, description="Seconds per attempt")]
+    max_retries = Annotated[
+        int, Field(ge=0, le=limits.max_retries, description="Retries after a failed attempt")
+    ]
+    run_at = Annotated[
+        str,
+        Field(
+            description="When to run it (ISO 8601; without an offset: UTC)",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ]
+    env = Annotated[
+        dict[EnvName, Text],
+        Field(
+            max_length=MAX_ENV_VARS,
+            description="Added to the command's environment; never shown again",
+            json_schema_extra=_env_schema,
+        ),
+    ]
+    fields: dict[str, Any] = {
+        "command": command,
+        "argv": argv,
+        "queue": queue,
+        "priority": priority,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "run_at": run_at,
+        "env": env,
+    }
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "JobFields",
+        __base__=JobFieldsBase,
+        **{name: (kind | None, None) for name, kind in fields.items()},
+    )
 
 
 _MESSAGES = {
@@ -231,7 +246,31 @@ _MESSAGES = {
     "extra_forbidden": "is not a known field",
     "greater_than_equal": "must be at least {ge}",
     "less_than_equal": "must be at most {le}",
+    "string_too_long": "is too long (at most {max_length} characters)",
+    "string_too_short": BLANK,
+    "too_short": BLANK,
 }
+#: the messages of one field's constraints, where they say more than the generic ones
+_FIELD_MESSAGES = {
+    ("timeout", "less_than_equal"): "must be at most {le} seconds",
+    ("argv", "too_long"): "has too many items (at most {max_length})",
+    ("env", "too_long"): "has too many variables (at most {max_length})",
+    ("queue", "string_pattern_mismatch"): QUEUE_MESSAGE,
+}
+
+
+def _message(field: str, error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "jobrunner":
+        return str(error["msg"])
+    if (field, kind) in _FIELD_MESSAGES:
+        return _FIELD_MESSAGES[(field, kind)].format(**ctx)
+    if kind == "string_pattern_mismatch":  # the NUL_FREE and NON_BLANK patterns
+        value = error["input"]
+        if isinstance(value, str) and "\x00" in value:
+            return "must not contain NUL characters"
+        return BLANK
+    return _MESSAGES.get(kind, str(error["msg"])).format(**ctx)
 
 
 def _translate(exc: ValidationError) -> dict[str, list[str]]:
@@ -239,21 +278,21 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
     for error in exc.errors():
         loc = error["loc"]
         field = str(loc[0]) if loc else "job"
-        if error["type"] == "jobrunner":
-            message = error["msg"]
-        else:
-            template = _MESSAGES.get(error["type"], error["msg"])
-            message = template.format(**error.get("ctx", {}))
-        if len(loc) > 1:
+        if field == "env" and len(loc) == 3 and loc[2] == "[key]":
+            message = f"has an invalid variable name {str(loc[1])[:64]!r}"
+        elif len(loc) > 1:
+            message = _message(field, error)
             message = f"item {loc[1]} {message}" if field == "argv" else f"{loc[1]} {message}"
+        else:
+            message = _message(field, error)
         errors.setdefault(field, []).append(message)
     return errors
 
 
-def _validate(data: dict[str, Any], limits: Limits) -> JobFields:
+def _validate(data: dict[str, Any], limits: Limits) -> Any:
     known = {key: value for key, value in data.items() if key not in SERVER_FIELDS}
     try:
-        return JobFields.model_validate(known, context={"limits": limits})
+        return fields_model(limits).model_validate(known, context={"limits": limits})
     except ValidationError as exc:
         raise ValidationFailed(_translate(exc)) from None
 
@@ -341,19 +380,43 @@ def format_time(value: dt.datetime | None) -> str | None:
     )
 
 
-JOB_TIME_FIELDS = (
-    "run_at",
-    "locked_at",
-    "started_at",
-    "finished_at",
-    "failed_at",
-    "created_at",
-    "updated_at",
-)
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Count = Annotated[int, Field(ge=0)]
+
+
+class JobResource(BaseModel):
+    """The public job resource (API.md section 2), as every endpoint returns it: every field,
+    always (null when it does not apply). Never the env: its values may be secrets."""
+
+    model_config = ConfigDict(extra="forbid")  # the document says: these keys and no other
+
+    id: int
+    command: str
+    argv: list[str] | None
+    queue: str
+    priority: int
+    state: State
+    attempts: Count
+    max_retries: Count
+    timeout: Annotated[int, Field(ge=1)]
+    exit_code: int | None
+    last_error: str | None
+    run_at: Time
+    locked_at: Time | None
+    locked_by: str | None
+    started_at: Time | None
+    finished_at: Time | None
+    failed_at: Time | None
+    created_at: Time
+    updated_at: Time
+    cancel_requested: bool
+    output_bytes: Count
+    output_truncated: bool
 
 
 def job_to_json(job: Any) -> dict[str, Any]:
-    """The public job resource (never the env: its values may be secrets)."""
+    """A job as its JobResource, written out by hand: GET /jobs returns up to 1,000 of them,
+    and a model per job would cost more than the query (a test holds the two together)."""
     return {
         "id": job.id,
         "command": job.command,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import redis
 import sqlalchemy as sa
 from dramatiq import Broker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,20 +17,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from service import jobs, openapi, queries
-from service.auth import TokenStore
-from service.bodies import read_job_fields
+from service import jobs, queries
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
 from service.dispatch import Dispatcher
 from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
-from service.follow import OutputHub, follow
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
-from service.schemas import job_to_json, parse_create, parse_edit
 from service.states import State
-from service.submit import Submitter
+from service.web import openapi
+from service.web.auth import TokenStore
+from service.web.bodies import read_job_fields
+from service.web.follow import OutputHub, follow
+from service.web.schemas import job_to_json, parse_create, parse_edit
+from service.web.submit import Submitter
 
 MAX_ID = 2**63 - 1
 MAX_LIST_LIMIT = 1000
@@ -55,11 +55,12 @@ class Services:
 
 
 def _services(request: Request) -> Services:
-    return request.state.services
+    services: Services = request.state.services
+    return services
 
 
 def _job_id(request: Request) -> int:
-    job_id = request.path_params["job_id"]
+    job_id = int(request.path_params["job_id"])
     if job_id > MAX_ID:
         raise NotFound(f"no job {job_id}")
     request.state.job_id = job_id
@@ -274,12 +275,7 @@ def _check_database(engine: Engine) -> bool:
 
 
 def _check_broker(dispatcher: Dispatcher) -> bool:
-    if dispatcher.redis is None:
-        return True
-    try:
-        return bool(dispatcher.redis.ping())
-    except redis.RedisError:
-        return False
+    return dispatcher.bus.ping()
 
 
 async def readyz(request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 They call the API at JOBRUNNER_URL (or --url) with JOBRUNNER_TOKEN (or --token). Results go to
 stdout, everything else to stderr: one line per error, `jobrunner: ...`. Exit codes are listed
-in service.client_exit.
+in client.exit.
 """
 
 from __future__ import annotations
@@ -13,21 +13,31 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, Literal, TextIO, TypeVar
 
 import click
 
-from service.client import DEFAULT_URL, ApiClient, ClientError, Job
-from service.client_args import Duration, When, job_fields, parse_env
-from service.client_exit import describe_end, ended_without_exit_status, exit_code_for
-from service.client_format import job_details, job_table, to_json
-from service.client_progress import Progress
-from service.client_wait import OutputWriter, Waiter, await_job
+from client.api import DEFAULT_URL, ApiClient, ClientError, Job
+from client.args import Duration, When, job_fields, parse_env
+from client.exit import describe_end, ended_without_exit_status, exit_code_for
+from client.format import job_details, job_table, to_json
+from client.progress import Progress
+from client.wait import OutputWriter, Waiter, await_job
 
 STATES = ("scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 DEFAULT_LIST_LIMIT = 50
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _text_stream(name: Literal["stdout", "stderr"]) -> TextIO:
+    stream: TextIO = click.get_text_stream(name)  # type: ignore[operator]  # click 8.5's hints
+    return stream
+
+
+def _binary_stream(name: Literal["stdout", "stderr"]) -> BinaryIO:
+    stream: BinaryIO = click.get_binary_stream(name)  # type: ignore[operator]
+    return stream
 
 
 def api_options(command: F) -> F:
@@ -78,11 +88,11 @@ def connect(url: str, token: str | None) -> ApiClient:
 def wait_for_end(api: ApiClient, job_id: int, *, follow: bool, as_json: bool) -> int:
     """Wait until the job is final, show its output (as it comes with `follow`, else at the
     end) or its JSON, and return the exit code the client should exit with."""
-    stderr = click.get_text_stream("stderr")
+    stderr = _text_stream("stderr")
     progress = Progress(
         stderr, job_id, enabled=stderr.isatty(), shares_terminal=sys.stdout.isatty()
     )
-    writer = OutputWriter(click.get_binary_stream("stdout"), progress.note)
+    writer = OutputWriter(_binary_stream("stdout"), progress.note)
     waiter = Waiter(api, job_id, writer=writer if follow else None, progress=progress)
     job, interrupted = await_job(waiter)
     if job is None:
@@ -265,11 +275,11 @@ def show(job_id: int, as_json: bool, url: str, token: str | None) -> None:
 @reports_errors
 def output(job_id: int, follow: bool, url: str, token: str | None) -> None:
     """Print a job's output (stdout and stderr, as they were interleaved)."""
-    stderr = click.get_text_stream("stderr")
+    stderr = _text_stream("stderr")
     progress = Progress(
         stderr, job_id, enabled=follow and stderr.isatty(), shares_terminal=sys.stdout.isatty()
     )
-    writer = OutputWriter(click.get_binary_stream("stdout"), progress.note)
+    writer = OutputWriter(_binary_stream("stdout"), progress.note)
     with connect(url, token) as api:
         if not follow:
             writer.take(api.output(job_id))

@@ -52,9 +52,9 @@ def error_message(response: httpx.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
+        return str(body["error"])
     if isinstance(body, dict) and body and response.status_code == 422:
-        problems = []
+        problems: list[str] = []
         for field, messages in body.items():
             if isinstance(messages, list):
                 problems.extend(f"{field} {message}" for message in messages)
@@ -105,7 +105,7 @@ class ApiClient:
     def close(self) -> None:
         self.http.close()
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.ConnectError as exc:
@@ -123,8 +123,9 @@ class ApiClient:
             raise ApiError(response.status_code, error_message(response))
         return response
 
-    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        return _json_of(self._request(method, url, **kwargs), self.url)
+    def _json(self, method: str, url: str, **kwargs: Any) -> Job:
+        job: Job = _json_of(self._request(method, url, **kwargs), self.url)
+        return job
 
     def submit(self, fields: dict[str, Any], idempotency_key: str | None = None) -> Job:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -19,18 +19,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actors.broker import make_broker
 from service import logs
-from service.auth import BearerAuth, TokenStore
+from service.broker import make_broker
 from service.config import Settings
 from service.db import create_engine
-from service.dispatch import Dispatcher
+from service.dispatch import Dispatcher, dispatcher_for
 from service.errors import JobRunnerError, ValidationFailed
-from service.follow import OutputHub
 from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
-from service.routes import Services, routes
-from service.submit import Submitter
+from service.web.auth import BearerAuth, TokenStore
+from service.web.follow import OutputHub
+from service.web.routes import Services, routes
+from service.web.submit import Submitter
 
 log = structlog.get_logger("service.http")
 
@@ -118,7 +118,8 @@ def _end_streams_on_exit_signals(hub: OutputHub) -> None:
 
 
 def _token_store(scope: Scope) -> TokenStore | None:
-    return scope["state"]["services"].tokens
+    services: Services = scope["state"]["services"]
+    return services.tokens
 
 
 def create_app(
@@ -150,12 +151,11 @@ def create_app(
                 "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
                 "can run commands"
             )
-        shared = dispatcher or Dispatcher(make_broker(settings), settings.redis_namespace)
-        hub = OutputHub(shared, None if settings.uses_stub_broker else settings.redis_url)
+        shared = dispatcher or dispatcher_for(make_broker(settings), settings)
+        hub = OutputHub(shared)
         await hub.start()
         _end_streams_on_exit_signals(hub)
-        if shared.redis is not None:
-            RECORDER.use_redis(shared.redis, shared.key("metrics"))
+        RECORDER.use_bus(shared.bus)
         flusher = Flusher()
         flusher.start()
         submitter = Submitter(engine, shared)

@@ -1,24 +1,17 @@
-"""Bearer tokens: from `JOBRUNNER_API_TOKENS` and from the database (`jobrunner token`).
+"""Checking requests: every path but the probes needs `Authorization: Bearer <token>`.
 
-Only SHA-256 digests of tokens are kept (tokens are 256-bit random, so a plain digest is
-enough), compared in constant time. The web keeps the digests from the database in memory and
-reads them again every few seconds: a revoked token stops working within
-`TOKEN_REFRESH_S`. No token, nor its digest, ever goes into a log line or a response.
+The web keeps the digests of the tokens in the database in memory and reads them again every
+few seconds: a revoked token stops working within `TOKEN_REFRESH_S`. Digests are compared in
+constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import hashlib
 import hmac
-import re
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
@@ -26,80 +19,14 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.db import api_tokens, transaction, utcnow
-from service.errors import Conflict, DatabaseUnavailable, NotFound
+from service.errors import DatabaseUnavailable
+from service.tokens import digest, stored_digests
 
 log = structlog.get_logger(__name__)
 
-TOKEN_PREFIX = "jr_"
 TOKEN_REFRESH_S = 5.0
 #: paths served without a token: probes must work before anyone has one
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
-
-
-def generate_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# --- tokens in the database ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    name: str
-    created_at: dt.datetime
-
-
-def create_token(engine: Engine, name: str) -> str:
-    """Store a new token under `name`; return the token (the only time it is seen)."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError("a token name is 1 to 100 letters, digits, and _.@-")
-    token = generate_token()
-    try:
-        with transaction(engine) as conn:
-            conn.execute(
-                api_tokens.insert().values(name=name, token_hash=digest(token), created_at=utcnow())
-            )
-    except sa.exc.IntegrityError:
-        raise Conflict(f"a token named {name!r} exists already") from None
-    return token
-
-
-def list_tokens(engine: Engine) -> list[TokenInfo]:
-    with transaction(engine) as conn:
-        rows = conn.execute(
-            sa.select(api_tokens.c.name, api_tokens.c.created_at).order_by(api_tokens.c.name)
-        ).all()
-    return [TokenInfo(row.name, row.created_at) for row in rows]
-
-
-def revoke_token(engine: Engine, name: str) -> None:
-    with transaction(engine) as conn:
-        result = conn.execute(api_tokens.delete().where(api_tokens.c.name == name))
-    if result.rowcount != 1:
-        raise NotFound(f"no token named {name!r}")
-
-
-def _stored_digests(engine: Engine) -> frozenset[str]:
-    with transaction(engine) as conn:
-        return frozenset(conn.execute(sa.select(api_tokens.c.token_hash)).scalars())
-
-
-def has_any_token(engine: Engine, env_tokens: tuple[str, ...]) -> bool:
-    return bool(env_tokens) or bool(_stored_digests(engine))
-
-
-def is_stored(engine: Engine, token: str) -> bool:
-    """Whether the database holds this token (by its digest)."""
-    return digest(token) in _stored_digests(engine)
-
-
-# --- checking requests --------------------------------------------------------------------
 
 
 class TokenStore:
@@ -118,7 +45,7 @@ class TokenStore:
             if time.monotonic() - self.read_at < TOKEN_REFRESH_S:
                 return
             try:
-                self.stored = await run_in_threadpool(_stored_digests, self.engine)
+                self.stored = await run_in_threadpool(stored_digests, self.engine)
                 self.known = self.env_digests | self.stored
                 self.read_at = time.monotonic()
             except DatabaseUnavailable:

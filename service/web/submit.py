@@ -21,9 +21,9 @@ from sqlalchemy.engine import Engine
 
 from service import jobs
 from service.dispatch import Dispatcher
+from service.jobs import JobSpec
 from service.metrics import RECORDER
 from service.queries import Job
-from service.schemas import JobSpec
 from service.states import State
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,52 @@
+"""The OpenAPI document is generated from the models that validate and shape the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+from service.config import Settings
+from service.web.openapi import document
+from service.web.schemas import JobResource, Limits, fields_model, job_to_json
+
+NOW = dt.datetime(2026, 12, 1, 10, 0, 0)
+
+
+def a_job() -> SimpleNamespace:
+    return SimpleNamespace(
+        id=1, command="true", argv=None, queue="default", priority=0, state="queued",
+        attempts=0, max_retries=0, timeout=60, exit_code=None, last_error=None, run_at=NOW,
+        locked_at=None, locked_by=None, started_at=None, finished_at=None, failed_at=None,
+        created_at=NOW, updated_at=NOW, cancel_requested_at=None, output_bytes=0,
+        output_offset=0,
+    )  # fmt: skip
+
+
+def test_every_key_the_api_returns_is_in_the_schema_and_required() -> None:
+    schema = document(Settings())["components"]["schemas"]["Job"]
+    returned = job_to_json(a_job())
+    assert list(returned) == list(JobResource.model_fields)
+    assert set(schema["properties"]) == set(returned)
+    assert set(schema["required"]) == set(returned)
+    assert schema["additionalProperties"] is False
+    JobResource.model_validate(returned)  # and the values are what the schema says
+
+
+def test_request_schemas_carry_the_running_limits() -> None:
+    settings = Settings(max_timeout=123, max_command_length=4567)
+    fields = document(settings)["components"]["schemas"]["JobInput"]["properties"]
+    timeout, command = fields["timeout"]["anyOf"][0], fields["command"]["anyOf"][0]
+    assert timeout["maximum"] == 123
+    assert command["maxLength"] == 4567
+    # the same model validates: its constraints are the document's
+    model = fields_model(Limits.from_settings(settings))
+    assert (
+        model.model_fields["timeout"].metadata
+        or model.model_json_schema()["properties"]["timeout"]["anyOf"][0] == timeout
+    )
+
+
+def test_states_are_an_enum_of_the_resource() -> None:
+    schemas = document(Settings())["components"]["schemas"]
+    assert schemas["Job"]["properties"]["state"] == {"$ref": "#/components/schemas/State"}
+    assert set(schemas["State"]["enum"]) >= {"queued", "running", "succeeded", "failed"}
