@@ -205,7 +205,7 @@ def _run(
         spec,
         tail,
         should_stop=lambda: ctx.stop_reason(job.id),
-        kill_grace=ctx.settings.kill_grace,
+        kill_grace=ctx.kill_grace,
         on_tick=tick,
     )
 
@@ -260,6 +260,7 @@ def _execute(
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:
         live.end(state)
+        RECORDER.count("jobrunner_attempts_ended", job.queue, outcome.reason)
         RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
         if state in FINAL:
             RECORDER.count("jobrunner_jobs_finished", job.queue, state)

@@ -26,7 +26,7 @@ from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.states import State
-from service.web import openapi
+from service.web import openapi, overview
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
 from service.web.follow import OutputHub, follow
@@ -294,7 +294,7 @@ async def readyz(request: Request) -> Response:
 
 def _metrics(services: Services) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobRunnerCollector(services.engine))
+    registry.register(JobRunnerCollector(services.engine, services.settings.lease_timeout))
     return generate_latest(registry)
 
 
@@ -331,6 +331,8 @@ routes = [
     Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
     Route("/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
     Route("/jobs/{job_id:int}/output", job_output, methods=["GET"]),
+    Route("/queues", overview.list_queues, methods=["GET"]),
+    Route("/workers", overview.list_workers, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
