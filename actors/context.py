@@ -133,8 +133,6 @@ class RunningJobs:
         return len(self._attempts)
 
 
-
-
 def worker_name(*, dev: bool = False) -> str:
     """`host:pid` as `locked_by` shows it, or `host:dev-pid` for `jobrunner dev`.
 

@@ -28,11 +28,11 @@ class WorkerLifecycle(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for queue in sorted(worker.consumer_whitelist or ()):
-            broker.declare_queue(queue)  # a consumer for each queue this worker serves
+            broker.declare_queue(queue)  # a consumer for each queue this worker serves by name
         served = tuple(sorted(worker.consumer_whitelist)) if worker.consumer_whitelist else None
         self.presence = Presence(self.ctx, served)
         self.presence.start()  # first: dead workers of this machine are released at once
-        self.monitor = Monitor(self.ctx, broker, serve_all_queues=not worker.consumer_whitelist)
+        self.monitor = Monitor(self.ctx)
         self.monitor.start()
         self.sweeper = Sweeper(self.ctx)
         self.sweeper.start()
@@ -40,6 +40,8 @@ class WorkerLifecycle(Middleware):
         self.metrics = Flusher()
         self.metrics.start()
         queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
+        for queue in served or ():
+            self.ctx.dispatcher.notify(queue)  # its jobs may have waited for a worker like it
         log.info("worker process ready", worker=self.ctx.name, queues=queues)
 
     # --- one slot per worker thread (actors.consumer.Slots) ----------------------------------

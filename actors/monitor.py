@@ -6,15 +6,13 @@ import socket
 import threading
 import time
 
-import dramatiq
 import redis
 import structlog
 
 from actors import reaper
 from actors.context import WorkerContext
-from service import jobs, queries
+from service import jobs
 from service.bus import BusUnavailable
-from service.db import transaction
 from service.errors import DatabaseUnavailable
 from service.states import StopReason
 
@@ -35,8 +33,7 @@ class Monitor:
     - heartbeat: stamps `heartbeat_at` of this process's running attempts (one query for all)
       and stops those that were cancelled, deleted or lost;
     - notices: stops a cancelled job at once, without waiting for the next heartbeat, and
-      (when the worker serves every queue) starts consuming a queue as soon as it is created;
-    - queue discovery: the same for queues whose notice was missed, at each heartbeat;
+      answers followers' requests for a running job's output;
     - self-fencing: a command whose heartbeats the database has not accepted for half the
       lease (this worker is cut off from it) is stopped, before the sweeper may give the job
       to another worker (actors/presence.py has the timing): never two runs at once;
@@ -45,17 +42,13 @@ class Monitor:
       answer was lost) are put back in their queue at once, not failed as lost a lease later.
     """
 
-    def __init__(self, ctx: WorkerContext, broker: dramatiq.Broker, serve_all_queues: bool):
+    def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.broker = broker
-        self.serve_all_queues = serve_all_queues
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self.reap_orphans()
-        if self.serve_all_queues:
-            self.discover_queues(from_database=True)
         for name, target in (
             ("jobrunner-heartbeat", self._heartbeat_loop),
             ("jobrunner-notices", self._notice_loop),
@@ -114,14 +107,6 @@ class Monitor:
                 dead_worker=orphan.worker,
             )
 
-    def discover_queues(self, *, from_database: bool = False) -> None:
-        names = self.ctx.dispatcher.known_queues()
-        if from_database:
-            with transaction(self.ctx.engine) as conn:
-                names |= set(queries.waiting_queues(conn))
-        for name in sorted(names - self.broker.get_declared_queues()):
-            self.broker.declare_queue(name)
-
     def _heartbeat_loop(self) -> None:
         interval = self.ctx.settings.heartbeat_interval
         reap_every = min(REAP_INTERVAL_S, self.ctx.settings.lease_timeout / 4)
@@ -136,8 +121,6 @@ class Monitor:
                 if time.monotonic() >= next_release:
                     next_release = time.monotonic() + RELEASE_INTERVAL_S
                     self.release_unknown_claims()
-                if self.serve_all_queues:
-                    self.discover_queues()
             except (DatabaseUnavailable, BusUnavailable, redis.RedisError) as exc:
                 log.warning("heartbeat failed", error=str(exc))
             except Exception:
@@ -151,10 +134,6 @@ class Monitor:
     def on_cancel(self, job_id: int) -> None:
         if self.ctx.running.request_stop(job_id, StopReason.CANCELLED):
             log.info("stopping job", job_id=job_id, reason=StopReason.CANCELLED)
-
-    def on_queue(self, queue: str) -> None:
-        if self.serve_all_queues and queue not in self.broker.get_declared_queues():
-            self.broker.declare_queue(queue)
 
     def on_follow(self, job_id: int, offset: int) -> None:
         self.ctx.running.follow(job_id, offset)

@@ -5,17 +5,21 @@ its own, started without the service's dependencies.
 
 A command runs in its own session, so it survives a worker killed with SIGKILL. Every job
 command carries `JOBRUNNER_WORKER=<host>:<pid>` (`<host>:dev-<pid>` for `jobrunner dev`) in its
-environment; a process on this host whose worker pid no longer belongs to a live Dramatiq worker
-(or `jobrunner dev`, whose worker runs in its own process) is an orphan, and its whole process
-group is killed. Every worker process runs this at start and every few seconds, well within the
-lease timeout after which the sweeper may run the job again elsewhere.
+environment; a process on this host whose worker pid no longer belongs to a live worker is an
+orphan, and its whole process group is killed. A worker process says it is alive by holding an
+abstract unix socket named `jobrunner-worker-<pid>` (`announce_alive`): it vanishes with the
+process, and a process that reuses the pid does not have it. Every worker process runs this
+at start and every few seconds, well within the lease timeout after which the sweeper may run
+the job again elsewhere.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +56,45 @@ def _is_dev(args: list[bytes]) -> bool:
     )
 
 
-def is_live_worker(pid: int) -> bool:
-    """True if `pid` is a running Dramatiq worker process or `jobrunner dev` (not a zombie, not
-    a reused pid)."""
+ALIVE_PREFIX = "jobrunner-worker-"
+_announced: list[socket.socket] = []
+
+
+def announce_alive() -> None:
+    """Hold this process's liveness socket (see the module docstring), once per process."""
+    pid = os.getpid()
+    if any(sock.getsockname() == f"\0{ALIVE_PREFIX}{pid}" for sock in _announced):
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"\0{ALIVE_PREFIX}{pid}")
+    except OSError:  # a forked child's parent holds the name; the child has its own pid
+        sock.close()
+        return
+    _announced.append(sock)
+    atexit.register(sock.close)
+
+
+def announced_pids() -> set[int]:
+    """The pids whose liveness socket exists (in this network namespace)."""
+    found: set[int] = set()
+    try:
+        lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return found
+    marker = "@" + ALIVE_PREFIX
+    for line in lines:
+        path = line.rsplit(" ", 1)[-1]
+        if path.startswith(marker) and path[len(marker) :].isdigit():
+            found.add(int(path[len(marker) :]))
+    return found
+
+
+def is_live_worker(pid: int, announced: set[int] | None = None) -> bool:
+    """True if `pid` is a live worker process: it holds its liveness socket, or (a worker of
+    an older version) it is a running Dramatiq worker or `jobrunner dev` (not a zombie)."""
+    if pid in (announced if announced is not None else announced_pids()):
+        return True
     try:
         cmdline = (PROC / str(pid) / "cmdline").read_bytes()
         stat = (PROC / str(pid) / "stat").read_text()
@@ -67,6 +107,7 @@ def is_live_worker(pid: int) -> bool:
 def find_orphans(hostname: str) -> list[Orphan]:
     orphans = []
     own_pid = os.getpid()
+    announced = announced_pids()
     for entry in PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == own_pid:
             continue
@@ -76,7 +117,7 @@ def find_orphans(hostname: str) -> list[Orphan]:
         worker_pid = worker_pid.removeprefix(DEV_PREFIX)
         if host != hostname or not worker_pid.isdigit():
             continue
-        if int(worker_pid) == own_pid or is_live_worker(int(worker_pid)):
+        if int(worker_pid) == own_pid or is_live_worker(int(worker_pid), announced):
             continue  # this process's own commands, or another live worker's
         try:
             pgid = os.getpgid(int(entry.name))

@@ -17,7 +17,7 @@ from dramatiq import Broker
 from actors import execution
 from actors.context import WorkerContext
 from service import jobs
-from service.dispatch import ACTOR_NAME
+from service.dispatch import ACTOR_NAME, ANY_QUEUE
 from service.errors import DatabaseUnavailable
 
 #: Dramatiq retries a message only for infrastructure errors, never for a job's own failure
@@ -76,7 +76,7 @@ def declare(broker: Broker, ctx: WorkerContext) -> dramatiq.Actor[[str], None]:
         run_job,
         broker=broker,
         actor_name=ACTOR_NAME,
-        queue_name="default",
+        queue_name=ANY_QUEUE,
         priority=0,
         options={
             "retry_when": _retry_infrastructure_errors,

@@ -35,8 +35,6 @@ log = structlog.get_logger(__name__)
 
 #: a waiting job older than this with no message for its queue in the broker gets one
 STUCK_AFTER_S = 5.0
-#: how often the queue names in the database are read again
-QUEUE_REFRESH_S = 60.0
 #: how often old final jobs are purged, and how many batches at most per purge
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20
@@ -50,8 +48,7 @@ class Sweeper:
         self.lock = bus.leader_lock(bus.keys.sweeper_lock, ttl=max(5.0, interval * 5))
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
-        self._db_queues: set[str] = set()
-        self._db_queues_read = float("-inf")
+        self._next_top_up = time.monotonic()
         #: since when this process has held the lock and seen the database without a break
         self.seen_database_since: float | None = None
         self._next_purge = time.monotonic()
@@ -89,7 +86,9 @@ class Sweeper:
         for queue in sorted({queue for _, queue in due}):
             self.ctx.dispatcher.wake(queue)
         self.find_lost()
-        self.top_up()
+        if time.monotonic() >= self._next_top_up:
+            self._next_top_up = time.monotonic() + STUCK_AFTER_S
+            self.top_up()
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + RETENTION_INTERVAL_S
             self.purge()
@@ -145,25 +144,18 @@ class Sweeper:
         if deleted:
             log.info("purged old jobs", deleted=deleted, retention=self.ctx.settings.retention)
 
-    def queues(self) -> set[str]:
-        if time.monotonic() - self._db_queues_read > QUEUE_REFRESH_S:
-            with transaction(self.ctx.engine) as conn:
-                self._db_queues = set(queries.waiting_queues(conn))
-            self._db_queues_read = time.monotonic()
-        return self._db_queues | self.ctx.dispatcher.known_queues()
-
     def top_up(self) -> None:
-        """Wake the queues whose head job has waited too long with no wake-up in the broker
-        (its message was lost to a crash between commit and send, or to a broker outage).
-        One wake-up is enough: the thread that takes it wakes the next (service.dispatch)."""
+        """Wake the queues whose head job has waited too long with no wake-up pending (its
+        message was lost to a crash between commit and send, or to a broker outage). One
+        wake-up is enough: the thread that takes it wakes the next (service.dispatch). Run
+        every STUCK_AFTER_S, so a queue whose threads are all busy gets at most one spare
+        wake-up that often."""
         stuck_before = utcnow() - dt.timedelta(seconds=STUCK_AFTER_S)
-        for queue in sorted(self.queues()):
-            with transaction(self.ctx.engine) as conn:
-                waiting_since = queries.head_waiting_since(conn, queue)
-            if waiting_since is None or waiting_since > stuck_before:
-                continue
-            if self.ctx.dispatcher.pending(queue) == 0:
-                log.info("waking a queue whose jobs wait", queue=queue, since=waiting_since)
+        with transaction(self.ctx.engine) as conn:
+            stuck = queries.stuck_queues(conn, stuck_before)
+        for queue in stuck:
+            if not self.ctx.dispatcher.wake_pending(queue):
+                log.info("waking a queue whose jobs wait", queue=queue)
                 self.ctx.dispatcher.notify(queue)
 
 

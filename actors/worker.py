@@ -12,8 +12,9 @@ import dramatiq
 from actors.bootstrap import build
 from service import logs
 from service.config import Settings
+from service.deployment import resolve_namespace
 
-settings = Settings.from_environ()
+settings = resolve_namespace(Settings.from_environ())
 logs.configure(settings, process="worker")
 context = build(settings)
 broker = context.broker

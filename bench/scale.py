@@ -206,11 +206,11 @@ def project_statements(url: str) -> list[Statement]:
 
     def sweeper_reads(engine: sa.Engine) -> None:
         with engine.connect() as conn:
-            queries.head_waiting_since(conn, "default")
+            queries.stuck_queues(conn, utcnow())
             queries.waiting_queues(conn)
             queries.queue_stats(conn, utcnow())
 
-    names = ("sweeper head_waiting_since", "waiting_queues", "GET /queues (queue_stats)")
+    names = ("sweeper stuck_queues", "waiting_queues", "GET /queues (queue_stats)")
     for i, stmt in enumerate(capture(url, "", sweeper_reads, stop_at_write=True)):
         stmt.name = names[i]
         out.append(stmt)

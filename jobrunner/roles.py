@@ -25,6 +25,7 @@ from service.preflight import (
     check_auth,
     check_broker,
     check_database,
+    check_namespace,
     wait_until_ready,
 )
 from service.tokens import create_token, list_tokens, revoke_token
@@ -62,7 +63,7 @@ def migrate() -> None:
 def web() -> None:
     settings = _settings()
     logs.configure(settings, process="web")
-    _ready(settings, [check_database, check_broker, check_auth])
+    _ready(settings, [check_database, check_broker, check_namespace, check_auth])
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with 0, a
     # clean stop for supervisors, instead of dying of it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -83,7 +84,7 @@ def web() -> None:
 def worker() -> None:
     settings = _settings()
     logs.configure(settings, process="worker")
-    _ready(settings, [check_database, check_broker])
+    _ready(settings, [check_database, check_broker, check_namespace])
     shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
     argv = [
         sys.executable,

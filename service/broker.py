@@ -8,6 +8,8 @@ broker of a worker process.
 
 from __future__ import annotations
 
+import os
+
 import redis
 from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
@@ -23,9 +25,11 @@ BROKER_HEARTBEAT_TIMEOUT_MS = 30_000
 
 
 def make_redis_client(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
-    """A client that fails fast: a request must not hang for long on a Redis outage."""
+    """A client that fails fast: a request must not hang for long on a Redis outage. Its
+    connections are named `jobrunner:<pid>` (CLIENT LIST tells whose they are)."""
     return redis.Redis.from_url(
         url,
+        client_name=f"jobrunner:{os.getpid()}",
         socket_timeout=socket_timeout,
         socket_connect_timeout=2.0,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),

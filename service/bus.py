@@ -1,9 +1,9 @@
 """The one seam between processes besides the database: Redis, or in-process for `jobrunner dev`.
 
 Web and worker processes share a few small things outside the database: notices on channels
-(cancel, new queue, follow requests, live output), flags and values with a time to live
-(wake-ups pending, the end of an attempt kept for the sweeper), a set of queue names, counters
-(metrics) and one lock (the sweeper's). `Bus` is that interface, with two implementations:
+(cancel, follow requests, live output), flags and values with a time to live
+(wake-ups pending, the end of an attempt kept for the sweeper), counters (metrics) and one
+lock (the sweeper's). `Bus` is that interface, with two implementations:
 
 - `RedisBus`: a Redis server shared by every process and machine of a deployment;
 - `LocalBus`: the same in memory, for one process that runs the web and a worker together
@@ -58,14 +58,6 @@ class Keys:
         return f"{self.namespace}:{queue}"
 
     @property
-    def queues(self) -> str:
-        return self._meta("queues")
-
-    @property
-    def new_queue_channel(self) -> str:
-        return self._meta("new-queues")
-
-    @property
     def cancel_channel(self) -> str:
         return self._meta("cancel")
 
@@ -95,6 +87,11 @@ class Keys:
     @property
     def metrics(self) -> str:
         return self._meta("metrics")
+
+    @property
+    def owner(self) -> str:
+        """The id of the deployment whose namespace this is (service.deployment)."""
+        return self._meta("deployment")
 
     @property
     def sweeper_lock(self) -> str:
@@ -136,17 +133,13 @@ class Bus(Protocol):
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
     def get(self, key: str) -> bytes | None: ...
-    def delete(self, key: str) -> None: ...
-    def add_member(self, key: str, member: str) -> bool:
-        """Add to a set; True if it was not there."""
+    def claim(self, key: str, value: bytes) -> bytes:
+        """Set `key` to `value` for good unless it is set; return what it holds now."""
 
-    def members(self, key: str) -> set[str]: ...
+    def delete(self, key: str) -> None: ...
     def add_counts(self, key: str, amounts: dict[str, float]) -> None: ...
     def counts(self, key: str) -> dict[str, float]: ...
     def leader_lock(self, key: str, ttl: float) -> LeaderLock: ...
-    def pending_messages(self, queue: str) -> int:
-        """Wake-up messages waiting in the broker for `queue` (not those a worker holds)."""
-
     def ping(self) -> bool: ...
     def close(self) -> None: ...
 
@@ -286,21 +279,17 @@ class RedisBus:
             raise BusUnavailable(str(exc)) from exc
         return _bytes(value) if value is not None else None
 
+    def claim(self, key: str, value: bytes) -> bytes:
+        try:
+            self.client.set(key, value, nx=True)
+            held = self.client.get(key)
+        except redis.RedisError as exc:
+            raise BusUnavailable(str(exc)) from exc
+        return _bytes(held) if held is not None else value
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete(key)
-        except redis.RedisError as exc:
-            raise BusUnavailable(str(exc)) from exc
-
-    def add_member(self, key: str, member: str) -> bool:
-        try:
-            return bool(self.client.sadd(key, member))
-        except redis.RedisError as exc:
-            raise BusUnavailable(str(exc)) from exc
-
-    def members(self, key: str) -> set[str]:
-        try:
-            return {_bytes(name).decode() for name in self.client.smembers(key)}
         except redis.RedisError as exc:
             raise BusUnavailable(str(exc)) from exc
 
@@ -322,12 +311,6 @@ class RedisBus:
 
     def leader_lock(self, key: str, ttl: float) -> LeaderLock:
         return _RedisLock(self.client, key, ttl)
-
-    def pending_messages(self, queue: str) -> int:
-        try:
-            return int(self.client.llen(self.keys.dramatiq_queue(queue)))
-        except redis.RedisError as exc:
-            raise BusUnavailable(str(exc)) from exc
 
     def ping(self) -> bool:
         try:
@@ -396,7 +379,6 @@ class LocalBus:
         self._lock = threading.Lock()
         self._listeners: defaultdict[str, list[Handler]] = defaultdict(list)
         self._values: dict[str, tuple[bytes, float]] = {}
-        self._sets: defaultdict[str, set[str]] = defaultdict(set)
         self._counts: defaultdict[str, defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(float)
         )
@@ -456,20 +438,17 @@ class LocalBus:
         with self._lock:
             return self._live(key)
 
+    def claim(self, key: str, value: bytes) -> bytes:
+        with self._lock:
+            held = self._live(key)
+            if held is None:
+                self._values[key] = (value, float("inf"))
+                held = value
+            return held
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._values.pop(key, None)
-
-    def add_member(self, key: str, member: str) -> bool:
-        with self._lock:
-            if member in self._sets[key]:
-                return False
-            self._sets[key].add(member)
-            return True
-
-    def members(self, key: str) -> set[str]:
-        with self._lock:
-            return set(self._sets.get(key, ()))
 
     def add_counts(self, key: str, amounts: dict[str, float]) -> None:
         with self._lock:
@@ -483,10 +462,6 @@ class LocalBus:
 
     def leader_lock(self, key: str, ttl: float) -> LeaderLock:
         return _LocalLock()
-
-    def pending_messages(self, queue: str) -> int:
-        waiting = self.broker.queues.get(queue)
-        return waiting.qsize() if waiting is not None else 0
 
     def ping(self) -> bool:
         return True

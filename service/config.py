@@ -63,7 +63,8 @@ class Settings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     #: prefix of every Redis key this service writes (Dramatiq queues included)
-    redis_namespace: str = "jobrunner"
+    #: prefix of every Redis key and channel; empty: this deployment's own (service.deployment)
+    redis_namespace: str = ""
     job_home: Path = field(default_factory=Path.cwd)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -102,6 +103,10 @@ class Settings:
     auth_enabled: bool = True
     #: patterns of the programs a job may run; empty means any program
     allowed_commands: tuple[str, ...] = ()
+    #: how many distinct queues may hold jobs that are not final at once (0: no limit)
+    max_queues: int = 1000
+    #: patterns of the queue names jobs may use; empty means any valid name
+    allowed_queues: tuple[str, ...] = ()
     #: patterns of the env names a job may set when a command policy is on; empty means any
     #: name that is not on the deny-list (see service.policy)
     allowed_env: tuple[str, ...] = ()
@@ -146,7 +151,7 @@ class Settings:
         settings = cls(
             database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
-            redis_namespace=env.get("JOBRUNNER_REDIS_NAMESPACE", "").strip() or "jobrunner",
+            redis_namespace=env.get("JOBRUNNER_REDIS_NAMESPACE", "").strip(),
             job_home=job_home,
             host=env.get("HOST", "").strip() or "127.0.0.1",
             port=_int(env, "PORT", 8000, minimum=1),
@@ -173,6 +178,8 @@ class Settings:
             auth_enabled=auth == "on",
             allowed_commands=_list(env, "JOBRUNNER_ALLOWED_COMMANDS"),
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
+            max_queues=_int(env, "JOBRUNNER_MAX_QUEUES", 1000),
+            allowed_queues=_list(env, "JOBRUNNER_ALLOWED_QUEUES"),
             machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),

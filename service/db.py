@@ -106,6 +106,14 @@ workers = sa.Table(
 )
 
 
+deployment = sa.Table(
+    "deployment",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
 def utcnow() -> dt.datetime:
     """The current time as the naive UTC datetime the database stores."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -16,7 +16,6 @@ a drain of thousands of short jobs costs a few dozen messages, not one per job.
 
 Besides messages, notices on the bus (service.bus: Redis pub/sub, or in-process):
 - cancel notices to workers (a fast path; workers also see cancels in their heartbeat query);
-- new queue names, so that workers serving every queue start consuming them at once;
 - live output: workers publish what a command prints, and the end of each attempt, on a
   channel per job; a web process following a job asks the worker that runs it for what was
   printed before it subscribed (a follow request).
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import dramatiq
@@ -38,6 +38,11 @@ from service.bus import Bus, BusUnavailable, Keys, make_bus
 from service.config import Settings
 
 ACTOR_NAME = "run_job"
+#: the one Dramatiq queue of the workers that serve every queue: its messages name the job
+#: queue to look at. (Not a valid job queue name: it holds a dot.) A worker that serves named
+#: queues (WORKER_QUEUES) consumes a Dramatiq queue of each name instead: the threads and
+#: connections of a worker depend on its configuration, never on how many job queues exist.
+ANY_QUEUE = "jobrunner.any"
 #: a wake-up counts as pending for at most this long: if its message is lost, a job of the queue
 #: committed later sends another (and the sweeper wakes queues whose head job waits too long)
 WAKE_PENDING_MS = 2000
@@ -50,7 +55,6 @@ class NoticeHandler(Protocol):
     """What a worker process does with the notices it receives."""
 
     def on_cancel(self, job_id: int) -> None: ...
-    def on_queue(self, queue: str) -> None: ...
     def on_follow(self, job_id: int, offset: int) -> None: ...
 
 
@@ -64,21 +68,26 @@ def attempt_end(state: str) -> bytes:
     return b"E" + state.encode()
 
 
-def wake_message(queue: str) -> dramatiq.Message[Any]:
+def wake_message(queue: str, dramatiq_queue: str = ANY_QUEUE) -> dramatiq.Message[Any]:
+    """A wake-up for job queue `queue`, sent on Dramatiq queue `dramatiq_queue`."""
     return dramatiq.Message(
-        queue_name=queue, actor_name=ACTOR_NAME, args=(queue,), kwargs={}, options={}
+        queue_name=dramatiq_queue, actor_name=ACTOR_NAME, args=(queue,), kwargs={}, options={}
     )
+
+
+#: the job queues that some live worker serves by name (WORKER_QUEUES): their wake-ups also go
+#: to a Dramatiq queue of that name
+NamedQueues = Callable[[], set[str]]
 
 
 class Dispatcher:
     """Sends wake-up messages and notices; knows which queues exist; keeps attempt ends."""
 
-    def __init__(self, broker: Broker, bus: Bus) -> None:
+    def __init__(self, broker: Broker, bus: Bus, named: NamedQueues | None = None) -> None:
         self.broker = broker
         self.bus = bus
         self.keys: Keys = bus.keys
-        self._registered: set[str] = set()
-        self._lock = threading.Lock()
+        self.named: NamedQueues = named or set
         self._skip_broker_until = 0.0
 
     # --- messages ---------------------------------------------------------------------
@@ -110,15 +119,16 @@ class Dispatcher:
             return False
         marked = False
         try:
-            self._register(queue)
             if dedup:
                 marked = self.bus.set_flag(self.keys.wake(queue), WAKE_PENDING_MS)
                 if not marked:
                     return True
-            if isinstance(self.broker, StubBroker):
-                self.broker.declare_queue(queue)
-            for _ in range(count):
-                self.broker.enqueue(wake_message(queue))
+            targets = [ANY_QUEUE, *([queue] if queue in self.named() else [])]
+            for target in targets:
+                if isinstance(self.broker, StubBroker):
+                    self.broker.declare_queue(target)
+                for _ in range(count):
+                    self.broker.enqueue(wake_message(queue, target))
         except (BusUnavailable, redis.RedisError, dramatiq.errors.BrokerError) as exc:
             if marked:
                 self.woken(queue)  # no wake-up is pending after all
@@ -129,23 +139,9 @@ class Dispatcher:
             return False
         return True
 
-    def pending(self, queue: str) -> int:
-        """Messages waiting in the broker for `queue` (not counting those a worker holds)."""
-        return self.bus.pending_messages(queue)
-
-    # --- queue names ------------------------------------------------------------------
-
-    def _register(self, queue: str) -> None:
-        """Remember a queue name; announce it when it is new, so workers serve it at once."""
-        if queue in self._registered:
-            return
-        if self.bus.add_member(self.keys.queues, queue):
-            self.bus.publish(self.keys.new_queue_channel, queue.encode())
-        with self._lock:
-            self._registered.add(queue)
-
-    def known_queues(self) -> set[str]:
-        return self.bus.members(self.keys.queues)
+    def wake_pending(self, queue: str) -> bool:
+        """Whether a wake-up of `queue` was sent and no worker thread has taken it yet."""
+        return self.bus.get(self.keys.wake(queue)) is not None
 
     # --- notices to workers -----------------------------------------------------------
 
@@ -173,12 +169,10 @@ class Dispatcher:
                 elif channel == keys.follow_channel:
                     job_id, offset = data.split()
                     handler.on_follow(int(job_id), int(offset))
-                elif channel == keys.new_queue_channel:
-                    handler.on_queue(data.decode())
             except ValueError as exc:
                 log.warning("unreadable notice ignored", channel=channel, error=str(exc))
 
-        channels = (keys.cancel_channel, keys.new_queue_channel, keys.follow_channel)
+        channels = (keys.cancel_channel, keys.follow_channel)
         self.bus.listen(channels, dispatch, stop)
 
     # --- ends of attempts the database has not stored yet ----------------------------------
@@ -213,7 +207,9 @@ class Dispatcher:
             log.warning("live output not published", job_id=job_id, error=str(exc))
 
 
-def dispatcher_for(broker: Broker, settings: Settings) -> Dispatcher:
+def dispatcher_for(
+    broker: Broker, settings: Settings, named: NamedQueues | None = None
+) -> Dispatcher:
     """The dispatcher of a process: this broker, and the bus that goes with it (service.bus)."""
     redis_url = None if settings.uses_stub_broker else settings.redis_url
-    return Dispatcher(broker, make_bus(broker, settings.redis_namespace, redis_url))
+    return Dispatcher(broker, make_bus(broker, settings.redis_namespace, redis_url), named)

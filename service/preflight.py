@@ -9,9 +9,11 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from service.broker import make_redis_client
+from service.broker import make_broker, make_redis_client
+from service.bus import BusUnavailable, make_bus
 from service.config import Settings
 from service.db import MissingDriver, require_driver
+from service.deployment import NamespaceTaken, claim_namespace, with_namespace
 from service.errors import DatabaseUnavailable
 from service.migrate import pending_migrations
 from service.tokens import has_any_token
@@ -84,6 +86,27 @@ def check_broker(settings: Settings) -> None:
         client.close()
     except (redis.RedisError, ValueError) as exc:
         raise StartupError(f"cannot reach Redis at {where}: {_first_line(exc)}") from None
+
+
+def check_namespace(settings: Settings) -> None:
+    """The deployment's Redis namespace is its own (service.deployment): two deployments that
+    share a Redis server must not share keys and channels."""
+    if settings.uses_stub_broker:
+        return
+    engine = sa.create_engine(settings.database_url, poolclass=sa.pool.NullPool)
+    try:
+        own = with_namespace(settings, engine)
+        broker = make_broker(own)
+        try:
+            claim_namespace(make_bus(broker, own.redis_namespace, own.redis_url), engine)
+        finally:
+            broker.close()
+    except NamespaceTaken as exc:
+        raise StartupError(str(exc)) from None
+    except (BusUnavailable, DatabaseUnavailable, RuntimeError) as exc:
+        raise StartupError(f"cannot check the Redis namespace: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
 
 
 NO_TOKEN = (

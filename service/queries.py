@@ -120,14 +120,16 @@ def output(conn: Connection, job_id: int) -> StoredOutput | None:
     )
 
 
-def head_waiting_since(conn: Connection, queue: str) -> dt.datetime | None:
-    """Since when the job that a worker of this queue would take next has been waiting."""
-    return conn.execute(
-        sa.select(jobs.c.updated_at)
-        .where(jobs.c.queue == queue, jobs.c.state == State.QUEUED)
-        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
-        .limit(1)
-    ).scalar()
+def stuck_queues(conn: Connection, before: dt.datetime) -> list[str]:
+    """The queues with a job that has been waiting for a worker since before `before`."""
+    return list(
+        conn.execute(
+            sa.select(jobs.c.queue)
+            .where(jobs.c.state == State.QUEUED, jobs.c.updated_at < before)
+            .group_by(jobs.c.queue)
+            .order_by(jobs.c.queue)
+        ).scalars()
+    )
 
 
 def waiting_queues(conn: Connection) -> list[str]:

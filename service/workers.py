@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from service.db import database_time, db_now, jobs, transaction, utcnow, workers
+from service.errors import DatabaseUnavailable
 from service.states import State
 
 
@@ -221,3 +224,41 @@ def count_live(engine: Engine, lease: float) -> int:
                 )
             ).scalar_one()
         )
+
+
+def named_queues(engine: Engine, lease: float) -> set[str]:
+    """The job queues that some live worker serves by name (its WORKER_QUEUES)."""
+    served: set[str] = set()
+    with transaction(engine) as conn:
+        now = database_time(conn)
+        for (queues,) in conn.execute(
+            sa.select(workers.c.queues).where(
+                workers.c.queues.is_not(None),
+                workers.c.last_seen_at >= now - dt.timedelta(seconds=lease),
+            )
+        ):
+            served.update(queues or ())
+    return served
+
+
+class NamedQueues:
+    """`named_queues`, read again at most every `ttl` seconds (a wake-up asks it each time),
+    plus the queues this process itself serves by name. A worker that starts serving a queue
+    by name is known to the others within `ttl`; it wakes its queues itself when it starts."""
+
+    def __init__(self, engine: Engine, lease: float, own: Sequence[str] = (), ttl: float = 5.0):
+        self.engine, self.lease, self.ttl = engine, lease, ttl
+        self.own = frozenset(own)
+        self._known: set[str] = set()
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> set[str]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.ttl:
+                try:
+                    self._known = named_queues(self.engine, self.lease)
+                except DatabaseUnavailable:
+                    pass  # the last ones read, until the database is back
+                self._read_at = time.monotonic()
+            return self._known | self.own

@@ -23,14 +23,17 @@ from service import logs
 from service.broker import make_broker
 from service.config import Settings
 from service.db import create_engine
+from service.deployment import with_namespace
 from service.dispatch import Dispatcher, dispatcher_for
 from service.errors import JobRunnerError, ValidationFailed
 from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
+from service.queue_names import QueueNames
 from service.web.auth import BearerAuth, TokenStore
 from service.web.follow import OutputHub
 from service.web.routes import Services, routes
 from service.web.submit import Submitter
+from service.workers import NamedQueues
 
 log = structlog.get_logger("service.http")
 
@@ -151,7 +154,9 @@ def create_app(
                 "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
                 "can run commands"
             )
-        shared = dispatcher or dispatcher_for(make_broker(settings), settings)
+        named = NamedQueues(engine, settings.lease_timeout)
+        own = with_namespace(settings, engine)  # this deployment's Redis namespace
+        shared = dispatcher or dispatcher_for(make_broker(own), own, named)
         hub = OutputHub(shared)
         await hub.start()
         _end_streams_on_exit_signals(hub)
@@ -169,6 +174,7 @@ def create_app(
             policy=settings.command_policy,
             hub=hub,
             submitter=submitter,
+            queues=QueueNames(engine, settings),
         )
         try:
             yield {"services": services}

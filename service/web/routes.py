@@ -25,6 +25,7 @@ from service.errors import BadRequest, DatabaseUnavailable, NotFound, Validation
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
+from service.queue_names import QueueNames
 from service.states import State
 from service.web import openapi, overview
 from service.web.auth import TokenStore
@@ -52,6 +53,7 @@ class Services:
     policy: CommandPolicy
     hub: OutputHub
     submitter: Submitter
+    queues: QueueNames
 
 
 def _services(request: Request) -> Services:
@@ -82,6 +84,7 @@ async def create_job(request: Request) -> Response:
     fields = await read_job_fields(request, services.settings.max_body_size)
     spec = parse_create(fields, services.settings)
     services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
+    await run_in_threadpool(services.queues.admit, spec.queue)
     job, created = await services.submitter.submit(spec, key)
     request.state.job_id = job.id
     request.state.job_state = job.state if created else "existing"
@@ -157,6 +160,8 @@ def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
     changes = parse_edit(fields, services.settings)
     if "command" in changes:
         services.policy.check(changes["command"], changes["argv"])
+    if "queue" in changes:
+        services.queues.admit(changes["queue"])
     if not changes:  # only nulls: nothing to change
         _get(services.engine, job_id)  # still 404 for an unknown job
         return
