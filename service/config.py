@@ -62,7 +62,6 @@ class Settings:
 
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
-    #: prefix of every Redis key this service writes (Dramatiq queues included)
     #: prefix of every Redis key and channel; empty: this deployment's own (service.deployment)
     redis_namespace: str = ""
     job_home: Path = field(default_factory=Path.cwd)
@@ -101,6 +100,8 @@ class Settings:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     #: False only when JOBRUNNER_AUTH=off: every endpoint open, loudly logged
     auth_enabled: bool = True
+    #: without authentication, the Host names served besides the listen address and loopback
+    allowed_hosts: tuple[str, ...] = ()
     #: patterns of the programs a job may run; empty means any program
     allowed_commands: tuple[str, ...] = ()
     #: how many distinct queues may hold jobs that are not final at once (0: no limit)
@@ -176,6 +177,7 @@ class Settings:
             pass_env=_list(env, "JOBRUNNER_PASS_ENV"),
             api_tokens=_list(env, "JOBRUNNER_API_TOKENS"),
             auth_enabled=auth == "on",
+            allowed_hosts=tuple(host.lower() for host in _list(env, "JOBRUNNER_ALLOWED_HOSTS")),
             allowed_commands=_list(env, "JOBRUNNER_ALLOWED_COMMANDS"),
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
             max_queues=_int(env, "JOBRUNNER_MAX_QUEUES", 1000),

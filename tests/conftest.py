@@ -81,7 +81,7 @@ def redis_namespace() -> Iterator[str]:
     namespace = f"jrtest-{uuid.uuid4().hex[:8]}"
     yield namespace
     client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{namespace}:*"))
+    keys = list(client.scan_iter(f"{namespace}*"))  # sub-namespaces of tests' own databases
     if keys:
         client.delete(*keys)
     client.close()

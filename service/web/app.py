@@ -31,6 +31,7 @@ from service.preflight import check_auth
 from service.queue_names import QueueNames
 from service.web.auth import BearerAuth, TokenStore
 from service.web.follow import OutputHub
+from service.web.guard import ServedHosts, UnauthenticatedGuard
 from service.web.routes import Services, routes
 from service.web.submit import Submitter
 from service.workers import NamedQueues
@@ -152,7 +153,8 @@ def create_app(
             tokens = None
             log.warning(
                 "authentication is OFF (JOBRUNNER_AUTH=off): anyone who can reach this port "
-                "can run commands"
+                "can run commands",
+                served_hosts=",".join(ServedHosts.of(settings.host, settings.allowed_hosts).names),
             )
         named = NamedQueues(engine, settings.lease_timeout)
         own = with_namespace(settings, engine)  # this deployment's Redis namespace
@@ -186,10 +188,14 @@ def create_app(
                 shared.broker.close()
             engine.dispose()
 
+    middleware = [Middleware(RequestLog), Middleware(BearerAuth, store_of=_token_store)]
+    if not settings.auth_enabled:
+        served = ServedHosts.of(settings.host, settings.allowed_hosts)
+        middleware.append(Middleware(UnauthenticatedGuard, served=served))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLog), Middleware(BearerAuth, store_of=_token_store)],
+        middleware=middleware,
         exception_handlers={
             JobRunnerError: _job_runner_error,
             HTTPException: _http_error,

@@ -103,7 +103,13 @@ def tokenless_env(base_env: dict[str, str]):  # type: ignore[no-untyped-def]
     name = f"jobrunner_auth_{uuid.uuid4().hex[:8]}"
     apply_migrations(f"{MYSQL_SERVER}/{name}")
     env = {k: v for k, v in base_env.items() if k != "JOBRUNNER_API_TOKENS"}
-    yield dict(env, DATABASE_URL=f"{MYSQL_SERVER}/{name}", JOBRUNNER_STARTUP_TIMEOUT="0")
+    yield dict(
+        env,
+        DATABASE_URL=f"{MYSQL_SERVER}/{name}",
+        JOBRUNNER_STARTUP_TIMEOUT="0",
+        # another database is another deployment: it may not share the suite's namespace
+        JOBRUNNER_REDIS_NAMESPACE=f"{base_env['JOBRUNNER_REDIS_NAMESPACE']}-{name}",
+    )
     server = sa.create_engine(MYSQL_SERVER, poolclass=sa.pool.NullPool)
     with server.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE `{name}`")
@@ -143,6 +149,71 @@ def test_auth_off_is_explicit_and_loud(tokenless_env: dict[str, str], log_dir: P
             wait_for(lambda: _answers(api), timeout=20, what="the web")
             assert api.http.get("/jobs").status_code == 200
         assert "authentication is OFF" in web.output()
+    finally:
+        web.stop()
+
+
+def test_without_authentication_browsers_of_other_sites_are_refused(
+    tokenless_env: dict[str, str], log_dir: Path
+) -> None:
+    """The laptop case: a page the user visits must not run a command on the local server,
+    by a cross-site form POST or by DNS rebinding; scripts and the server's own pages may."""
+    port = free_port()
+    env = dict(
+        tokenless_env, PORT=str(port), JOBRUNNER_AUTH="off", JOBRUNNER_ALLOWED_HOSTS="jobs.lan"
+    )
+    web = Process([JOBRUNNER, "web"], env, log_dir / "web-auth-off-guard.log")
+    here = f"127.0.0.1:{port}"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = "job%5Bcommand%5D=touch+pwned"
+    try:
+        with Api(f"http://{here}", token=None) as api:
+            wait_for(lambda: _answers(api), timeout=20, what="the web")
+            before = len(api.http.get("/jobs").json())
+
+            # a form on another site, posted by the browser: Origin says so
+            crossed = api.http.post(
+                "/jobs", content=body, headers=dict(form, Origin="http://evil.example")
+            )
+            assert crossed.status_code == 403
+            assert "cross-site" in crossed.json()["error"]
+            for text_plain in ({"Content-Type": "text/plain", "Origin": "null"},):
+                assert api.http.post("/jobs", content="{}", headers=text_plain).status_code == 403
+            fetched = api.http.post(
+                "/jobs", json={"command": "true"}, headers={"Sec-Fetch-Site": "cross-site"}
+            )
+            assert fetched.status_code == 403
+            same_site = api.http.post(  # another port of localhost is another site's page
+                "/jobs",
+                content=body,
+                headers=dict(form, Origin=f"http://127.0.0.1:{port + 1}"),
+            )
+            assert same_site.status_code == 403
+            cancel = api.http.post("/jobs/1/cancel", headers={"Origin": "http://evil.example"})
+            assert cancel.status_code == 403
+
+            # DNS rebinding: the page's own name in Host, on any method
+            rebound = {"Host": f"evil.example:{port}"}
+            assert api.http.get("/jobs", headers=rebound).status_code == 400
+            assert (
+                api.http.post("/jobs", content=body, headers=dict(form, **rebound)).status_code
+                == 400
+            )
+            assert (
+                "JOBRUNNER_ALLOWED_HOSTS" in api.http.get("/jobs", headers=rebound).json()["error"]
+            )
+            assert api.http.get("/healthz", headers=rebound).status_code == 200  # probes
+
+            assert len(api.http.get("/jobs").json()) == before  # nothing refused was stored
+
+            # scripts (no Origin), the server's own pages, and listed names are served
+            assert api.http.post("/jobs", content=body, headers=form).status_code == 201
+            own_page = {"Origin": f"http://{here}", "Sec-Fetch-Site": "same-origin"}
+            own = api.http.post("/jobs", json={"command": "true"}, headers=own_page)
+            assert own.status_code == 201
+            for host in (f"localhost:{port}", f"jobs.lan:{port}", f"[::1]:{port}"):
+                assert api.http.get("/jobs", headers={"Host": host}).status_code == 200
+            assert len(api.http.get("/jobs").json()) == before + 2
     finally:
         web.stop()
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 
 from service.migrate import apply_migrations
-from tests.conftest import MYSQL_SERVER
+from tests.conftest import MYSQL_SERVER, REDIS_URL
 from tests.support import AUTH, JOBRUNNER, Api, Process, start_web, start_worker
 
 LINES = "for i in 1 2 3 4 5 6; do echo {name}$i; sleep 0.2; done"
@@ -35,6 +36,12 @@ def databases() -> Iterator[list[str]]:
     for url in urls:
         apply_migrations(url)
     yield urls
+    client = redis.Redis.from_url(REDIS_URL)
+    for url in urls:  # the namespaces the deployments took for themselves
+        keys = list(client.scan_iter(f"jobrunner-{deployment_id(url)[:16]}*"))
+        if keys:
+            client.delete(*keys)
+    client.close()
     server = sa.create_engine(MYSQL_SERVER, poolclass=sa.pool.NullPool)
     with server.connect() as conn:
         for name in names:
