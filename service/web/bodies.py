@@ -2,7 +2,10 @@
 
 Accepted: `{"job": {...}}` or the bare object as JSON; `job[field]=value` form fields
 (`job[argv][]=...`, `job[env][NAME]=...`). Form fields outside `job[...]` are ignored, as
-Rails' strong parameters did (`utf8`, `authenticity_token`, `commit`, ...).
+Rails' strong parameters did (`utf8`, `authenticity_token`, `commit`, ...). As Rails did,
+`job[...]` fields in the query string count too (`POST /jobs?job[command]=date` with an empty
+body creates a job); a field given both there and in the body is a 422. Form text and query
+strings are decoded strictly (service.web.forms).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.web import forms
 from service.web.schemas import coerce_form_fields, coerce_json_fields
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-MAX_FORM_FIELDS = 200
+URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 _JOB_KEY = re.compile(r"^job\[([A-Za-z_]+)\](?:\[([A-Za-z0-9_]*)\])?$")
 
 
@@ -33,10 +37,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    # Starlette's form parser reads the cached body instead of the (consumed) stream.
-    request._body = body
-    return body
+    return b"".join(chunks)
 
 
 def _media_type(request: Request) -> str:
@@ -50,19 +51,29 @@ def _is_json(media_type: str) -> bool:
 
 
 async def read_job_fields(request: Request, limit: int) -> dict[str, Any]:
-    """The job fields a create or edit request carries, not validated yet."""
+    """The job fields a create or edit request carries (body and query string), not
+    validated yet."""
+    query = _form_fields(forms.urlencoded(request.scope.get("query_string", b"")))
     body = await read_body(request, limit)
     media_type = _media_type(request)
     if _is_json(media_type):
-        return _json_fields(body)
-    if media_type in FORM_TYPES:
-        return await _form_fields(request)
-    if not media_type and not body.strip():
-        return {}
-    raise UnsupportedMediaType(
-        f"unsupported content type {media_type or '(none)'!r}: send application/json, "
-        "application/x-www-form-urlencoded or multipart/form-data"
-    )
+        fields = _json_fields(body)
+    elif media_type == URLENCODED:
+        fields = _form_fields(forms.urlencoded(body))
+    elif media_type == MULTIPART:
+        fields = _form_fields(forms.multipart(body, request.headers.get("content-type", "")))
+    elif not media_type and not body.strip():
+        fields = {}
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported content type {media_type or '(none)'!r}: send application/json, "
+            f"{URLENCODED} or {MULTIPART}"
+        )
+    twice = sorted(query.keys() & fields.keys())
+    if twice:
+        message = "is given both in the query string and in the body"
+        raise ValidationFailed({name: [message] for name in twice})
+    return query | fields
 
 
 def _json_fields(body: bytes) -> dict[str, Any]:
@@ -84,10 +95,9 @@ def _json_fields(body: bytes) -> dict[str, Any]:
     return coerce_json_fields(data)
 
 
-async def _form_fields(request: Request) -> dict[str, Any]:
-    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+def _form_fields(pairs: forms.Pairs) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
+    for key, value in pairs:
         if not key.startswith("job["):
             continue
         match = _JOB_KEY.fullmatch(key)

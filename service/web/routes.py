@@ -21,7 +21,7 @@ from service import jobs, queries
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
 from service.dispatch import Dispatcher
-from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
+from service.errors import DatabaseUnavailable, NotFound, ValidationFailed
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
@@ -78,7 +78,7 @@ async def create_job(request: Request) -> Response:
     services = _services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        raise ValidationFailed({"Idempotency-Key": ["must be 1 to 255 visible ASCII characters"]})
     fields = await read_job_fields(request, services.settings.max_body_size)
     spec = parse_create(fields, services.settings)
     services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored

@@ -48,6 +48,21 @@ def is_blank(value: str) -> bool:
     return not value.strip(WHITESPACE)
 
 
+#: the message for text that cannot be stored nor given to a process: a lone surrogate, sent
+#: as JSON (`"\\ud800"`) or made of a byte that is not UTF-8 (service.web.forms)
+NOT_TEXT = "must be valid Unicode text (no lone surrogates, no bytes that are not UTF-8)"
+NUL = "must not contain NUL characters"
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is valid Unicode (encodable as UTF-8: no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: fields the server owns: accepted in a request body only to be ignored, as Rails did
 SERVER_FIELDS = frozenset(
     {
@@ -163,6 +178,8 @@ class JobFieldsBase(BaseModel):
     @classmethod
     def _run_at(cls, value: str | None) -> str | None:
         if value is not None:
+            if "\x00" in value:  # fromisoformat would overlook it
+                raise _error(NUL)
             parse_time(value)
         return value
 
@@ -249,6 +266,7 @@ _MESSAGES = {
     "string_too_long": "is too long (at most {max_length} characters)",
     "string_too_short": BLANK,
     "too_short": BLANK,
+    "string_unicode": NOT_TEXT,
 }
 #: the messages of one field's constraints, where they say more than the generic ones
 _FIELD_MESSAGES = {
@@ -268,7 +286,7 @@ def _message(field: str, error: Any) -> str:
     if kind == "string_pattern_mismatch":  # the NUL_FREE and NON_BLANK patterns
         value = error["input"]
         if isinstance(value, str) and "\x00" in value:
-            return "must not contain NUL characters"
+            return NUL
         return BLANK
     return _MESSAGES.get(kind, str(error["msg"])).format(**ctx)
 
@@ -279,7 +297,10 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
         loc = error["loc"]
         field = str(loc[0]) if loc else "job"
         if field == "env" and len(loc) == 3 and loc[2] == "[key]":
-            message = f"has an invalid variable name {str(loc[1])[:64]!r}"
+            if error["type"] == "string_unicode":
+                message = f"has a variable name that {NOT_TEXT}"
+            else:
+                message = f"has an invalid variable name {str(loc[1])[:64]!r}"
         elif len(loc) > 1:
             message = _message(field, error)
             message = f"item {loc[1]} {message}" if field == "argv" else f"{loc[1]} {message}"
@@ -290,6 +311,10 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
 
 
 def _validate(data: dict[str, Any], limits: Limits) -> Any:
+    unnamed = [key for key in data if not is_text(key)]
+    if unnamed:  # pydantic would report it without its name
+        message = "is not a known field (its name is not valid Unicode text)"
+        raise ValidationFailed({key[:64]: [message] for key in unnamed})
     known = {key: value for key, value in data.items() if key not in SERVER_FIELDS}
     try:
         return fields_model(limits).model_validate(known, context={"limits": limits})
