@@ -101,8 +101,8 @@ class Settings:
     auth_enabled: bool = True
     #: patterns of the programs a job may run; empty means any program
     allowed_commands: tuple[str, ...] = ()
-    #: patterns of the env names a job may set when a command policy is on; empty means any
-    #: name that is not on the deny-list (see service.policy)
+    #: patterns of the env names a job may set when a command policy is on; empty means none
+    #: (see service.policy)
     allowed_env: tuple[str, ...] = ()
     log_format: str = "console"
     log_level: str = "info"
