@@ -259,7 +259,9 @@ def _execute(
 
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:
-        live.end(state)
+        # as _end_attempt stores it: a cancelled job's last error is `cancelled`
+        error = "cancelled" if state == State.CANCELLED else outcome.error
+        live.end(state, outcome.exit_code, error)
         RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
         if state in FINAL:
             RECORDER.count("jobrunner_jobs_finished", job.queue, state)

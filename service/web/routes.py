@@ -20,7 +20,7 @@ from starlette.routing import Route
 from service import jobs, queries
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
-from service.dispatch import Dispatcher
+from service.dispatch import JOB_DELETED, Dispatcher, attempt_end
 from service.errors import DatabaseUnavailable, NotFound, ValidationFailed
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
@@ -176,6 +176,8 @@ async def edit_job(request: Request) -> Response:
 def _delete(services: Services, job_id: int) -> None:
     if jobs.delete(services.engine, job_id) == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
+    # its followers, in any web process, end their streams (`deleted`) now
+    services.dispatcher.publish_output(job_id, attempt_end(JOB_DELETED))
 
 
 async def delete_job(request: Request) -> Response:
@@ -211,12 +213,9 @@ async def retry_job(request: Request) -> Response:
     return _job_response(job, 202)
 
 
-def _output(engine: Engine, job_id: int) -> queries.StoredOutput:
+def _output(engine: Engine, job_id: int) -> queries.StoredOutput | None:
     with transaction(engine) as conn:
-        stored = queries.output(conn, job_id)
-    if stored is None:
-        raise NotFound(f"no job {job_id}")
-    return stored
+        return queries.output(conn, job_id)
 
 
 async def job_output(request: Request) -> Response:
@@ -235,6 +234,8 @@ async def job_output(request: Request) -> Response:
     if errors:
         raise ValidationFailed(errors)
     stored = await run_in_threadpool(_output, services.engine, job_id)
+    if stored is None:
+        raise NotFound(f"no job {job_id}")
     start = max(offset or 0, stored.offset)
     headers = {
         "X-Output-Offset": str(start),
@@ -243,13 +244,15 @@ async def job_output(request: Request) -> Response:
         "X-Job-State": stored.state,
     }
     if follow_flag in ("1", "true"):
+        streaming = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        media_type = "text/event-stream" if sse else "text/plain; charset=utf-8"
+        if request.method == "HEAD":  # the headers of the stream, and no stream to wait for
+            return Response(media_type=media_type, headers=headers | streaming)
 
-        async def load() -> queries.StoredOutput:
+        async def load() -> queries.StoredOutput | None:
             return await run_in_threadpool(_output, services.engine, job_id)
 
         stream = follow(services.hub, job_id, offset or 0, sse, load)
-        streaming = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        media_type = "text/event-stream" if sse else "text/plain; charset=utf-8"
         return StreamingResponse(stream, media_type=media_type, headers=headers | streaming)
     return Response(
         stored.data[start - stored.offset :],
