@@ -28,6 +28,7 @@ from service.preflight import (
     wait_until_ready,
 )
 from service.tokens import create_token, list_tokens, revoke_token
+from service.web.server import server_options
 
 
 def _settings() -> Settings:
@@ -73,10 +74,7 @@ def web() -> None:
         port=settings.port,
         workers=settings.web_concurrency,
         loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        **server_options(settings),
     )
 
 

@@ -107,6 +107,11 @@ class Settings:
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
+    #: how long a client may take to send a request's headers, then its body, and how long a
+    #: connection may stay idle between requests (service.web.server)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: int = 5
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -172,6 +177,9 @@ class Settings:
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),
+            header_timeout=_seconds(env, "JOBRUNNER_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            body_timeout=_seconds(env, "JOBRUNNER_BODY_TIMEOUT", 30.0, minimum=0.1),
+            keepalive_timeout=_int(env, "JOBRUNNER_KEEPALIVE_TIMEOUT", 5, minimum=1),
         )
         if settings.default_timeout > settings.max_timeout:
             raise ConfigError("JOBRUNNER_DEFAULT_TIMEOUT must not exceed JOBRUNNER_MAX_TIMEOUT")

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.web import forms
@@ -32,11 +32,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by the body timeout (service.web.server)
+        raise BadRequest("the connection closed before the body was complete") from None
     return b"".join(chunks)
 
 
