@@ -27,6 +27,7 @@ from service.preflight import (
     check_database,
     wait_until_ready,
 )
+from service.scopes import Scope
 from service.tokens import create_token, list_tokens, revoke_token
 from service.web.server import server_options
 
@@ -114,16 +115,16 @@ def _engine() -> sa.Engine:
     return create_engine(settings.database_url, pool_size=1, max_overflow=0)
 
 
-def token_create(name: str) -> None:
+def token_create(name: str, scope: str) -> None:
     engine = _engine()
     try:
-        value = create_token(engine, name)
+        value = create_token(engine, name, Scope(scope))
     except (ValueError, JobRunnerError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
     click.echo(value)
-    click.echo(f"token {name!r} created; it is not shown again", err=True)
+    click.echo(f"token {name!r} ({scope}) created; it is not shown again", err=True)
 
 
 def token_list() -> None:
@@ -133,7 +134,7 @@ def token_list() -> None:
     finally:
         engine.dispose()
     for info in tokens:
-        click.echo(f"{info.name}\t{info.created_at:%Y-%m-%dT%H:%M:%SZ}")
+        click.echo(f"{info.name}\t{info.scope}\t{info.created_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 def token_revoke(name: str) -> None:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from service.policy import CommandPolicy
+from service.scopes import parse_entry
 from service.states import RetryPolicy
 
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
@@ -95,7 +96,8 @@ class Settings:
     job_path: str = "/usr/local/bin:/usr/bin:/bin"
     #: names of worker environment variables passed on to job commands
     pass_env: tuple[str, ...] = ()
-    #: tokens accepted besides those in the database (never shown: repr=False)
+    #: tokens accepted besides those in the database, as written in JOBRUNNER_API_TOKENS:
+    #: `scope:token` or a bare (admin) token (service.scopes; never shown: repr=False)
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     #: False only when JOBRUNNER_AUTH=off: every endpoint open, loudly logged
     auth_enabled: bool = True
@@ -181,6 +183,11 @@ class Settings:
             body_timeout=_seconds(env, "JOBRUNNER_BODY_TIMEOUT", 30.0, minimum=0.1),
             keepalive_timeout=_int(env, "JOBRUNNER_KEEPALIVE_TIMEOUT", 5, minimum=1),
         )
+        for entry in settings.api_tokens:
+            try:
+                parse_entry(entry)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if settings.default_timeout > settings.max_timeout:
             raise ConfigError("JOBRUNNER_DEFAULT_TIMEOUT must not exceed JOBRUNNER_MAX_TIMEOUT")
         if settings.heartbeat_interval * 3 > settings.lease_timeout:

@@ -81,6 +81,8 @@ api_tokens = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # read, submit or admin (service.scopes); migration 0005
+    sa.Column("scope", sa.String(16), nullable=False, server_default="admin"),
     sa.UniqueConstraint("name", name="uq_api_tokens_name"),
     sa.UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
 )

@@ -27,6 +27,7 @@ from service.dispatch import Dispatcher, dispatcher_for
 from service.errors import JobRunnerError, ValidationFailed
 from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
+from service.web.access import check_declared, public_paths
 from service.web.auth import BearerAuth, TokenStore
 from service.web.follow import OutputHub
 from service.web.routes import Services, routes
@@ -180,10 +181,14 @@ def create_app(
                 shared.broker.close()
             engine.dispose()
 
+    check_declared(routes)  # every route says which token scope it needs
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLog), Middleware(BearerAuth, store_of=_token_store)],
+        middleware=[
+            Middleware(RequestLog),
+            Middleware(BearerAuth, store_of=_token_store, public=public_paths(routes)),
+        ],
         exception_handlers={
             JobRunnerError: _job_runner_error,
             HTTPException: _http_error,

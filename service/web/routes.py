@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +14,6 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from service import jobs, queries
 from service.config import QUEUE_NAME_PATTERN, Settings
@@ -25,8 +23,10 @@ from service.errors import DatabaseUnavailable, NotFound, ValidationFailed
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
+from service.scopes import Scope
 from service.states import State
 from service.web import openapi
+from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
 from service.web.follow import OutputHub, follow
@@ -36,7 +36,6 @@ from service.web.submit import Submitter
 MAX_ID = 2**63 - 1
 MAX_LIST_LIMIT = 1000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
@@ -307,35 +306,31 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi_document(request: Request) -> Response:
-    return JSONResponse(openapi.document(_services(request).settings))
+    return JSONResponse(openapi.document(_services(request).settings, declared_needs(routes)))
 
 
-def _by_method(**endpoints: Endpoint) -> Endpoint:
-    """One endpoint serving several methods, so that a 405 lists every allowed one."""
-
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await endpoints[method](request)
-
-    return endpoint
-
-
-def _job_routes(path: str, **endpoints: Endpoint) -> list[Route]:
+def _job_routes(path: str, **methods: tuple[Need, Endpoint]) -> list[ScopedRoute]:
     """The route and its `.json` twin, as the original's Rails routes had."""
-    endpoint = _by_method(**endpoints)
-    return [Route(p, endpoint, methods=list(endpoints)) for p in (path, f"{path}.json")]
+    return [ScopedRoute(p, **methods) for p in (path, f"{path}.json")]
 
 
+READ, SUBMIT, ADMIN = Scope.READ, Scope.SUBMIT, Scope.ADMIN
+#: every route, and the token scope each of its methods needs (service.web.access): API.md
+#: section 9 (read: GET; submit: create, cancel, retry; admin: everything)
 routes = [
-    *_job_routes("/jobs", GET=list_jobs, POST=create_job),
+    *_job_routes("/jobs", GET=(READ, list_jobs), POST=(SUBMIT, create_job)),
     *_job_routes(
-        "/jobs/{job_id:int}", GET=show_job, PUT=edit_job, PATCH=edit_job, DELETE=delete_job
+        "/jobs/{job_id:int}",
+        GET=(READ, show_job),
+        PUT=(ADMIN, edit_job),
+        PATCH=(ADMIN, edit_job),
+        DELETE=(ADMIN, delete_job),
     ),
-    Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/output", job_output, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/openapi.json", openapi_document, methods=["GET"]),
+    ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
+    ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
+    ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute("/healthz", GET=(PUBLIC, healthz)),
+    ScopedRoute("/readyz", GET=(PUBLIC, readyz)),
+    ScopedRoute("/metrics", GET=(READ, metrics)),
+    ScopedRoute("/openapi.json", GET=(READ, openapi_document)),
 ]
