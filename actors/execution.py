@@ -243,6 +243,7 @@ def _execute(
     outcome = outcome_of(result, job)
     output = tail.snapshot()
     policy = settings.retry_policy
+    retention = settings.retention_policy
 
     tries = 0
 
@@ -253,8 +254,10 @@ def _execute(
         # committed (a connection lost during COMMIT), and a second claim would strand the first
         then = keep() if keep is not None and tries == 1 else None
         if then is None:
-            return jobs.finish(ctx.engine, job, outcome, output, policy), Next()
-        state, claimed = jobs.finish_and_claim(ctx.engine, job, outcome, output, policy, then)
+            return jobs.finish(ctx.engine, job, outcome, output, policy, retention), Next()
+        state, claimed = jobs.finish_and_claim(
+            ctx.engine, job, outcome, output, policy, then, retention
+        )
         return state, Next(tried=True, job=claimed)
 
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))

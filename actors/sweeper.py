@@ -7,7 +7,8 @@ Each tick it
   after an outage, live workers get the time to send heartbeats again first;
 - wakes queues whose waiting jobs have no message (lost to a crash between commit and
   send, or to a broker outage);
-- now and then deletes final jobs older than the retention, in small batches.
+- now and then deletes final jobs whose retention (by how they ended) is over, in small
+  batches; a job kept 0 seconds was deleted as it ended (service.jobs).
 
 It runs inside the worker role: one process at a time holds the sweeper lock (on the bus: a
 Redis key with a time to live, renewed every tick), and any worker process takes over when the
@@ -98,7 +99,10 @@ class Sweeper:
         if self.seen_database_since is None or time.monotonic() - self.seen_database_since < lease:
             return
         policy = self.ctx.settings.retry_policy
-        for lost in jobs.mark_lost(self.ctx.engine, lease, policy, known_end=self.known_end):
+        retention = self.ctx.settings.retention_policy
+        for lost in jobs.mark_lost(
+            self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
+        ):
             # a retrying one is queued by promote_due when its backoff is over
             known = lost.known
             log.warning(
@@ -128,13 +132,20 @@ class Sweeper:
 
     def purge(self) -> None:
         deleted = 0
+        retention = self.ctx.settings.retention_policy
         for _ in range(RETENTION_BATCHES):
-            batch = jobs.purge_finished(self.ctx.engine, self.ctx.settings.retention)
+            batch = jobs.purge_finished(self.ctx.engine, retention)
             deleted += batch
             if batch == 0 or self.stop_event.wait(0.05):
                 break
         if deleted:
-            log.info("purged old jobs", deleted=deleted, retention=self.ctx.settings.retention)
+            log.info(
+                "purged old jobs",
+                deleted=deleted,
+                succeeded=retention.succeeded,
+                failed=retention.failed,
+                cancelled=retention.cancelled,
+            )
 
     def queues(self) -> set[str]:
         if time.monotonic() - self._db_queues_read > QUEUE_REFRESH_S:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from service.policy import CommandPolicy
 from service.scopes import parse_entry
-from service.states import RetryPolicy
+from service.states import Retention, RetryPolicy
 
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -51,6 +51,11 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float =
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
+    """Seconds (0 or more), or None when the variable is unset or empty."""
+    return _seconds(env, name, -1.0) if env.get(name, "").strip() else None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -91,6 +96,10 @@ class Settings:
     sweep_interval: float = 1.0
     shutdown_grace: float = 30.0
     retention: float = 7 * 24 * 3600.0
+    #: by outcome (JOBRUNNER_RETENTION_SUCCEEDED, ...); None: `retention`
+    retention_succeeded: float | None = None
+    retention_failed: float | None = None
+    retention_cancelled: float | None = None
 
     #: PATH of job commands; JOB_HOME/bin comes first
     job_path: str = "/usr/local/bin:/usr/bin:/bin"
@@ -118,6 +127,19 @@ class Settings:
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(base=self.retry_backoff, cap=self.retry_backoff_max)
+
+    @property
+    def retention_policy(self) -> Retention:
+        """How long final jobs are kept, by how they ended (API.md section 10)."""
+
+        def kept(value: float | None) -> float:
+            return self.retention if value is None else value
+
+        return Retention(
+            succeeded=kept(self.retention_succeeded),
+            failed=kept(self.retention_failed),
+            cancelled=kept(self.retention_cancelled),
+        )
 
     @cached_property
     def command_policy(self) -> CommandPolicy:
@@ -169,7 +191,10 @@ class Settings:
             lease_timeout=_seconds(env, "JOBRUNNER_LEASE_TIMEOUT", 60.0, minimum=0.5),
             sweep_interval=_seconds(env, "JOBRUNNER_SWEEP_INTERVAL", 1.0, minimum=0.05),
             shutdown_grace=_seconds(env, "JOBRUNNER_SHUTDOWN_GRACE", 30.0),
-            retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0, minimum=1.0),
+            retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0),
+            retention_succeeded=_optional_seconds(env, "JOBRUNNER_RETENTION_SUCCEEDED"),
+            retention_failed=_optional_seconds(env, "JOBRUNNER_RETENTION_FAILED"),
+            retention_cancelled=_optional_seconds(env, "JOBRUNNER_RETENTION_CANCELLED"),
             job_path=env.get("JOBRUNNER_JOB_PATH", "").strip() or "/usr/local/bin:/usr/bin:/bin",
             pass_env=_list(env, "JOBRUNNER_PASS_ENV"),
             api_tokens=_list(env, "JOBRUNNER_API_TOKENS"),

@@ -77,3 +77,24 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt `attempt` (1-based), with ±20 % jitter."""
         return min(self.cap, self.base * 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long final jobs (and their output) are kept, in seconds, by how they ended;
+    0 deletes a job as soon as it ends that way (as delayed_job deleted succeeded jobs)."""
+
+    succeeded: float
+    failed: float
+    cancelled: float
+
+    def of(self, state: State) -> float:
+        return {
+            State.SUCCEEDED: self.succeeded,
+            State.FAILED: self.failed,
+            State.CANCELLED: self.cancelled,
+        }[state]
+
+    def at_once(self, state: State) -> bool:
+        """Whether a job that has just become `state` is deleted there and then."""
+        return state in FINAL and self.of(state) == 0

@@ -186,7 +186,7 @@ async def delete_job(request: Request) -> Response:
 
 
 def _cancel(services: Services, job_id: int) -> Job:
-    job = jobs.cancel(services.engine, job_id)
+    job = jobs.cancel(services.engine, job_id, services.settings.retention_policy)
     if job.state == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
     else:
