@@ -12,7 +12,9 @@ import sys
 
 import click
 import sqlalchemy as sa
+import structlog
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from service import logs
 from service.config import ConfigError, Settings
@@ -42,6 +44,18 @@ def _settings() -> Settings:
     return settings
 
 
+def _start_logs(settings: Settings, process: str) -> None:
+    """Set up this role's logs; say where the database comes from if DATABASE_URL did not."""
+    logs.configure(settings, process=process)
+    if settings.database_url_from_link:
+        structlog.get_logger("jobrunner").info(
+            "DATABASE_URL is unset: using the docker-link variables MYSQL_PORT_3306_TCP_ADDR, "
+            "MYSQL_PORT_3306_TCP_PORT, MYSQL_DATABASE_NAME, MYSQL_ENV_MYSQL_USER and "
+            "MYSQL_ENV_MYSQL_PASSWORD, as the original did",
+            database=make_url(settings.database_url).render_as_string(hide_password=True),
+        )
+
+
 def _ready(settings: Settings, checks: list[Check]) -> None:
     try:
         wait_until_ready(settings, checks)
@@ -51,7 +65,7 @@ def _ready(settings: Settings, checks: list[Check]) -> None:
 
 def migrate() -> None:
     settings = _settings()
-    logs.configure(settings, process="release")
+    _start_logs(settings, "release")
     try:
         applied = apply_migrations(settings.database_url)
     except Exception as exc:
@@ -63,7 +77,7 @@ def migrate() -> None:
 
 def web() -> None:
     settings = _settings()
-    logs.configure(settings, process="web")
+    _start_logs(settings, "web")
     _ready(settings, [check_database, check_broker, check_auth])
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with 0, a
     # clean stop for supervisors, instead of dying of it
@@ -81,7 +95,7 @@ def web() -> None:
 
 def worker() -> None:
     settings = _settings()
-    logs.configure(settings, process="worker")
+    _start_logs(settings, "worker")
     _ready(settings, [check_database, check_broker])
     shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
     argv = [

@@ -2,7 +2,9 @@
 
 Names without a prefix (`DATABASE_URL`, `REDIS_URL`, `JOB_HOME`, `PORT`, `WORKER_PROCESSES`,
 `WORKER_THREADS`) are the public ones that deployments and acceptance tests set; everything
-specific to this project is `JOBRUNNER_*`.
+specific to this project is `JOBRUNNER_*`. As the original did, a deployment may give the
+database as docker-link variables (`MYSQL_PORT_3306_TCP_ADDR`, ...: `LINK_VARIABLES`) instead
+of `DATABASE_URL`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from service.policy import CommandPolicy
 from service.scopes import parse_entry
 from service.states import Retention, RetryPolicy
@@ -21,6 +25,14 @@ from service.states import Retention, RetryPolicy
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+#: the original's database variables (docker `--link` names), and what each gave it when unset
+LINK_VARIABLES = {
+    "MYSQL_PORT_3306_TCP_ADDR": "127.0.0.1",  # the original: localhost
+    "MYSQL_PORT_3306_TCP_PORT": "3306",
+    "MYSQL_DATABASE_NAME": "http_job_runner_production",
+    "MYSQL_ENV_MYSQL_USER": "root",
+    "MYSQL_ENV_MYSQL_PASSWORD": "",
+}
 
 
 class ConfigError(ValueError):
@@ -58,6 +70,34 @@ def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
     return _seconds(env, name, -1.0) if env.get(name, "").strip() else None
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def docker_link_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL as the original's docker-link variables give it, None if none is set:
+    `mysql+mysqldb://USER:PASSWORD@ADDR:PORT/NAME`, each missing part as the original had it."""
+    if not any(env.get(name, "").strip() for name in LINK_VARIABLES):
+        return None
+    given = {name: env.get(name, "").strip() or default for name, default in LINK_VARIABLES.items()}
+    port = given["MYSQL_PORT_3306_TCP_PORT"]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"MYSQL_PORT_3306_TCP_PORT must be a port number, got {port!r}")
+    url = sa.URL.create(
+        "mysql+mysqldb",
+        username=given["MYSQL_ENV_MYSQL_USER"],
+        password=given["MYSQL_ENV_MYSQL_PASSWORD"] or None,
+        host=given["MYSQL_PORT_3306_TCP_ADDR"],
+        port=int(port),
+        database=given["MYSQL_DATABASE_NAME"],
+    )
+    return url.render_as_string(hide_password=False)
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -67,6 +107,8 @@ class Settings:
     """Every knob of the service, with the defaults a fresh install runs with."""
 
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
+    #: True when DATABASE_URL was unset and built from the docker-link variables (said at start)
+    database_url_from_link: bool = False
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     #: prefix of every Redis key this service writes (Dramatiq queues included)
     redis_namespace: str = "jobrunner"
@@ -85,6 +127,8 @@ class Settings:
     max_retries_limit: int = 100
     retry_backoff: float = 10.0
     retry_backoff_max: float = 3600.0
+    #: `exponential` (retry_backoff, doubling, capped) or `delayed_job` (attempts^4 + 5 s)
+    retry_schedule: str = "exponential"
     kill_grace: float = 5.0
     output_limit: int = 1024 * 1024
     max_body_size: int = 1024 * 1024
@@ -115,6 +159,9 @@ class Settings:
     #: patterns of the env names a job may set when a command policy is on; empty means none
     #: (see service.policy)
     allowed_env: tuple[str, ...] = ()
+    #: `refuse`: an unknown job field is a 422; `ignore`: dropped, as the original's strong
+    #: parameters did
+    unknown_fields: str = "refuse"
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
@@ -126,7 +173,11 @@ class Settings:
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(base=self.retry_backoff, cap=self.retry_backoff_max)
+        return RetryPolicy(
+            base=self.retry_backoff,
+            cap=self.retry_backoff_max,
+            delayed_job=self.retry_schedule == "delayed_job",
+        )
 
     @property
     def retention_policy(self) -> Retention:
@@ -168,8 +219,10 @@ class Settings:
         auth = (env.get("JOBRUNNER_AUTH", "").strip() or "on").lower()
         if auth not in ("on", "off"):
             raise ConfigError(f"JOBRUNNER_AUTH must be on or off, got {auth!r}")
+        link_url = None if env.get("DATABASE_URL", "").strip() else docker_link_url(env)
         settings = cls(
-            database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            database_url=env.get("DATABASE_URL", "").strip() or link_url or DEFAULT_DATABASE_URL,
+            database_url_from_link=link_url is not None,
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
             redis_namespace=env.get("JOBRUNNER_REDIS_NAMESPACE", "").strip() or "jobrunner",
             job_home=job_home,
@@ -184,6 +237,7 @@ class Settings:
             default_max_retries=_int(env, "JOBRUNNER_DEFAULT_MAX_RETRIES", 0),
             retry_backoff=_seconds(env, "JOBRUNNER_RETRY_BACKOFF", 10.0),
             retry_backoff_max=_seconds(env, "JOBRUNNER_RETRY_BACKOFF_MAX", 3600.0),
+            retry_schedule=_choice(env, "JOBRUNNER_RETRY_SCHEDULE", ("exponential", "delayed_job")),
             kill_grace=_seconds(env, "JOBRUNNER_KILL_GRACE", 5.0),
             output_limit=_int(env, "JOBRUNNER_OUTPUT_LIMIT", 1024 * 1024, minimum=1024),
             max_body_size=_int(env, "JOBRUNNER_MAX_BODY_SIZE", 1024 * 1024, minimum=1024),
@@ -201,6 +255,7 @@ class Settings:
             auth_enabled=auth == "on",
             allowed_commands=_list(env, "JOBRUNNER_ALLOWED_COMMANDS"),
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
+            unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),

@@ -69,13 +69,18 @@ ALLOWED_FROM: Mapping[State, frozenset[State]] = {
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff: `base` seconds after the first failed attempt, doubling, capped."""
+    """Exponential backoff: `base` seconds after the first failed attempt, doubling, capped;
+    or, with `delayed_job`, the original's: attempts^4 + 5 seconds (6 s, 21 s, 86 s, ...: 25
+    attempts span about 20 days), with no jitter and no cap."""
 
     base: float
     cap: float
+    delayed_job: bool = False
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt `attempt` (1-based), with ±20 % jitter."""
+        if self.delayed_job:
+            return float(attempt**4 + 5)
         return min(self.cap, self.base * 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
+from service.config import Settings
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.web import forms
 from service.web.schemas import coerce_form_fields, coerce_json_fields
@@ -53,18 +54,21 @@ def _is_json(media_type: str) -> bool:
     )
 
 
-async def read_job_fields(request: Request, limit: int) -> dict[str, Any]:
+async def read_job_fields(request: Request, settings: Settings) -> dict[str, Any]:
     """The job fields a create or edit request carries (body and query string), not
-    validated yet."""
-    query = _form_fields(forms.urlencoded(request.scope.get("query_string", b"")))
-    body = await read_body(request, limit)
+    validated yet. With JOBRUNNER_UNKNOWN_FIELDS=ignore, what is not a job field is dropped
+    (service.web.schemas drops the unknown names), as the original did."""
+    ignore = settings.unknown_fields == "ignore"
+    query = _form_fields(forms.urlencoded(request.scope.get("query_string", b"")), ignore)
+    body = await read_body(request, settings.max_body_size)
     media_type = _media_type(request)
     if _is_json(media_type):
-        fields = _json_fields(body)
+        fields = _json_fields(body, ignore)
     elif media_type == URLENCODED:
-        fields = _form_fields(forms.urlencoded(body))
+        fields = _form_fields(forms.urlencoded(body), ignore)
     elif media_type == MULTIPART:
-        fields = _form_fields(forms.multipart(body, request.headers.get("content-type", "")))
+        content_type = request.headers.get("content-type", "")
+        fields = _form_fields(forms.multipart(body, content_type), ignore)
     elif not media_type and not body.strip():
         fields = {}
     else:
@@ -79,7 +83,7 @@ async def read_job_fields(request: Request, limit: int) -> dict[str, Any]:
     return query | fields
 
 
-def _json_fields(body: bytes) -> dict[str, Any]:
+def _json_fields(body: bytes, ignore_unknown: bool) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -88,7 +92,7 @@ def _json_fields(body: bytes) -> dict[str, Any]:
         data.get("job"), dict
     ):  # the original's {"job": {...}}
         siblings = sorted(key for key in data if key != "job")
-        if siblings:
+        if siblings and not ignore_unknown:
             raise ValidationFailed(
                 {key[:64]: ["is not a known field (the fields go inside job)"] for key in siblings}
             )
@@ -98,13 +102,15 @@ def _json_fields(body: bytes) -> dict[str, Any]:
     return coerce_json_fields(data)
 
 
-def _form_fields(pairs: forms.Pairs) -> dict[str, Any]:
+def _form_fields(pairs: forms.Pairs, ignore_unknown: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in pairs:
         if not key.startswith("job["):
             continue
         match = _JOB_KEY.fullmatch(key)
         if match is None:
+            if ignore_unknown:
+                continue
             raise ValidationFailed({key[:64]: ["is not a known field"]})
         name, sub = match.group(1), match.group(2)
         if sub is None:

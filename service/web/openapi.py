@@ -101,7 +101,8 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
-        "additionalProperties": False,
+        # JOBRUNNER_UNKNOWN_FIELDS=ignore: other fields are dropped, as the original did
+        "additionalProperties": settings.unknown_fields == "ignore",
     }
     if edit:
         # an explicit null command is a blank command; command and argv not both
@@ -126,7 +127,7 @@ def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
         "properties": {f"job[{name}]": fields[name] for name in names},
         # fields outside job[...] are ignored, as Rails did; an unknown job[...] field is not
         "patternProperties": {"^(?!job\\[)": {}},
-        "additionalProperties": False,
+        "additionalProperties": settings.unknown_fields == "ignore",
     }
     if edit:
         schema["anyOf"] = [{"required": [f"job[{name}]"]} for name in names]

@@ -78,7 +78,7 @@ async def create_job(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise ValidationFailed({"Idempotency-Key": ["must be 1 to 255 visible ASCII characters"]})
-    fields = await read_job_fields(request, services.settings.max_body_size)
+    fields = await read_job_fields(request, services.settings)
     spec = parse_create(fields, services.settings)
     services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
     job, created = await services.submitter.submit(spec, key)
@@ -167,7 +167,7 @@ def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
 async def edit_job(request: Request) -> Response:
     services = _services(request)
     job_id = _job_id(request)
-    fields = await read_job_fields(request, services.settings.max_body_size)
+    fields = await read_job_fields(request, services.settings)
     await run_in_threadpool(_edit, services, job_id, fields)
     return Response(status_code=204)
 

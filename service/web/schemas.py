@@ -310,7 +310,10 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
     return errors
 
 
-def _validate(data: dict[str, Any], limits: Limits) -> Any:
+def _validate(data: dict[str, Any], limits: Limits, settings: Settings) -> Any:
+    if settings.unknown_fields == "ignore":  # as the original's strong parameters did
+        allowed = fields_model(limits).model_fields
+        data = {key: value for key, value in data.items() if key in allowed}
     unnamed = [key for key in data if not is_text(key)]
     if unnamed:  # pydantic would report it without its name
         message = "is not a known field (its name is not valid Unicode text)"
@@ -344,7 +347,7 @@ def coerce_form_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_create(data: dict[str, Any], settings: Settings) -> JobSpec:
     """Validate the fields of a new job; raise ValidationFailed with every problem found."""
-    fields = _validate(data, Limits.from_settings(settings))
+    fields = _validate(data, Limits.from_settings(settings), settings)
     if fields.command is None and fields.argv is None:
         raise ValidationFailed({"command": [BLANK]})
     if fields.command is not None and fields.argv is not None:
@@ -372,7 +375,7 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise ValidationFailed({"job": ["give at least one field to change"]})
     if "env" in data:
         raise ValidationFailed({"env": ["cannot be changed after the job is created"]})
-    fields = _validate(data, Limits.from_settings(settings))
+    fields = _validate(data, Limits.from_settings(settings), settings)
     given = fields.model_dump(exclude_unset=True)
     if "command" in given and given["command"] is None:
         raise ValidationFailed({"command": [BLANK]})
