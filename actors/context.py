@@ -14,6 +14,7 @@ from typing import Protocol
 from dramatiq import Broker
 from sqlalchemy.engine import Engine
 
+from actors.reaper import DEV_PREFIX
 from service.config import Settings
 from service.dispatch import Dispatcher
 from service.jobs import ClaimedJob
@@ -132,10 +133,6 @@ class RunningJobs:
         return len(self._attempts)
 
 
-#: marks the worker of a `jobrunner dev` process in its name: `host:dev-pid`
-DEV_PREFIX = "dev-"
-
-
 def worker_name(*, dev: bool = False) -> str:
     """`host:pid` as `locked_by` shows it, or `host:dev-pid` for `jobrunner dev`.
 
@@ -143,6 +140,11 @@ def worker_name(*, dev: bool = False) -> str:
     dead worker's, away from the commands of a dev process on the same host.
     """
     return f"{socket.gethostname()}:{DEV_PREFIX if dev else ''}{os.getpid()}"
+
+
+#: shares of the lease timeout: the self-fence, and its SIGTERM grace (see actors/presence.py)
+FENCE_SHARE = 0.5
+FENCE_GRACE_SHARE = 1 / 6
 
 
 @dataclass
@@ -157,6 +159,19 @@ class WorkerContext:
     draining: threading.Event = field(default_factory=threading.Event)
     shutdown_deadline: float = float("inf")
     stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def fence_after(self) -> float:
+        """How long without a confirmation from the database before this process stops its
+        commands itself (actors/presence.py has the timing argument)."""
+        return self.settings.lease_timeout * FENCE_SHARE
+
+    def kill_grace(self, reason: str) -> float:
+        """The SIGTERM grace of a command stopped for `reason`: shorter for the self-fence, which
+        must have the command gone well before the lease runs out."""
+        if reason == StopReason.LOST_CONTACT:
+            return min(self.settings.kill_grace, self.settings.lease_timeout * FENCE_GRACE_SHARE)
+        return self.settings.kill_grace
 
     def begin_shutdown(self) -> None:
         self.shutdown_deadline = time.monotonic() + self.settings.shutdown_grace

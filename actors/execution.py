@@ -205,7 +205,7 @@ def _run(
         spec,
         tail,
         should_stop=lambda: ctx.stop_reason(job.id),
-        kill_grace=ctx.settings.kill_grace,
+        kill_grace=ctx.kill_grace,
         on_tick=tick,
     )
 
@@ -265,6 +265,7 @@ def _execute(
         # as _end_attempt stores it: a cancelled job's last error is `cancelled`
         error = "cancelled" if state == State.CANCELLED else outcome.error
         live.end(state, outcome.exit_code, error)
+        RECORDER.count("jobrunner_attempts_ended", job.queue, outcome.reason)
         RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
         if state in FINAL:
             RECORDER.count("jobrunner_jobs_finished", job.queue, state)

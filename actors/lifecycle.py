@@ -8,6 +8,7 @@ from dramatiq.middleware import Middleware
 
 from actors.context import WorkerContext
 from actors.monitor import Monitor
+from actors.presence import Presence
 from actors.sweeper import Sweeper
 from service.metrics import RECORDER, Flusher
 
@@ -23,10 +24,14 @@ class WorkerLifecycle(Middleware):
         self.monitor: Monitor | None = None
         self.sweeper: Sweeper | None = None
         self.metrics: Flusher | None = None
+        self.presence: Presence | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for queue in sorted(worker.consumer_whitelist or ()):
             broker.declare_queue(queue)  # a consumer for each queue this worker serves
+        served = tuple(sorted(worker.consumer_whitelist)) if worker.consumer_whitelist else None
+        self.presence = Presence(self.ctx, served)
+        self.presence.start()  # first: dead workers of this machine are released at once
         self.monitor = Monitor(self.ctx, broker, serve_all_queues=not worker.consumer_whitelist)
         self.monitor.start()
         self.sweeper = Sweeper(self.ctx)
@@ -79,4 +84,6 @@ class WorkerLifecycle(Middleware):
             self.sweeper.stop()
         if self.monitor is not None:
             self.monitor.stop()
+        if self.presence is not None:
+            self.presence.stop()  # deregistered at once: its attempts were handed back
         self.ctx.engine.dispose()

@@ -23,9 +23,6 @@ log = structlog.get_logger(__name__)
 #: how often each worker process looks for orphaned commands on its host (at most; and at
 #: least 4 times per lease timeout, so an orphan dies before its job may run elsewhere)
 REAP_INTERVAL_S = 5.0
-#: a worker stops its commands itself when the database has not confirmed them for this
-#: share of the lease timeout: before the sweeper can give the attempt to another worker
-SELF_FENCE_SHARE = 0.75
 #: how often each worker process looks for jobs claimed in its name that it does not run
 #: (a claim whose answer was lost), and how old such a claim must be to count
 RELEASE_INTERVAL_S = 10.0
@@ -40,9 +37,9 @@ class Monitor:
     - notices: stops a cancelled job at once, without waiting for the next heartbeat, and
       (when the worker serves every queue) starts consuming a queue as soon as it is created;
     - queue discovery: the same for queues whose notice was missed, at each heartbeat;
-    - self-fencing: a command whose heartbeats the database has not accepted for most of
-      the lease timeout (this worker is cut off from it) is stopped, before the sweeper may
-      give the job to another worker: never two runs at once;
+    - self-fencing: a command whose heartbeats the database has not accepted for half the
+      lease (this worker is cut off from it) is stopped, before the sweeper may give the job
+      to another worker (actors/presence.py has the timing): never two runs at once;
     - the orphan reaper: kills commands left behind by dead worker processes on this host;
     - unknown claims: jobs claimed in this process's name that it does not run (a claim whose
       answer was lost) are put back in their queue at once, not failed as lost a lease later.
@@ -88,7 +85,7 @@ class Monitor:
                 log.info("stopping job", job_id=job_id, reason=reason)
 
     def _fence_unconfirmed(self) -> None:
-        limit = self.ctx.settings.lease_timeout * SELF_FENCE_SHARE
+        limit = self.ctx.fence_after
         for job_id in self.ctx.running.unconfirmed_since(time.monotonic() - limit):
             if self.ctx.running.request_stop(job_id, StopReason.LOST_CONTACT):
                 log.warning(

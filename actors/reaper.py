@@ -1,5 +1,8 @@
 """Kill orphaned job commands: processes left behind by a worker process that died.
 
+Only the standard library here: the watchdog (actors/watchdog.py) runs this in a process of
+its own, started without the service's dependencies.
+
 A command runs in its own session, so it survives a worker killed with SIGKILL. Every job
 command carries `JOBRUNNER_WORKER=<host>:<pid>` (`<host>:dev-<pid>` for `jobrunner dev`) in its
 environment; a process on this host whose worker pid no longer belongs to a live Dramatiq worker
@@ -16,10 +19,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.context import DEV_PREFIX
-
 PROC = Path("/proc")
 MARKER = b"JOBRUNNER_WORKER="
+#: marks the worker of a `jobrunner dev` process in its name: `host:dev-pid`
+DEV_PREFIX = "dev-"
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,30 @@ def reap(hostname: str) -> list[Orphan]:
         except (ProcessLookupError, PermissionError):
             pass
     return orphans
+
+
+def commands_of(worker: str) -> set[int]:
+    """The process groups of the commands that the worker named `worker` started."""
+    groups = set()
+    wanted = worker.encode()
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        if _environ(entry).get(b"JOBRUNNER_WORKER") != wanted:
+            continue
+        try:
+            groups.add(os.getpgid(int(entry.name)))
+        except ProcessLookupError:
+            continue
+    return groups
+
+
+def kill_commands_of(worker: str) -> set[int]:
+    """SIGKILL the process group of every command of this worker; return the groups."""
+    groups = commands_of(worker)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return groups

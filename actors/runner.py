@@ -146,7 +146,7 @@ def run(
     output: OutputWriter,
     *,
     should_stop: StopCheck,
-    kill_grace: float,
+    kill_grace: float | Callable[[str], float],
     on_start: Callable[[int], None] | None = None,
     on_tick: Callable[[], None] | None = None,
     poll_interval: float = 0.25,
@@ -189,7 +189,8 @@ def run(
                 break
         if ended != "exited":
             _signal_group(proc.pid, signal.SIGTERM)
-            grace_end = time.monotonic() + kill_grace
+            grace = kill_grace(stop_reason or ended) if callable(kill_grace) else kill_grace
+            grace_end = time.monotonic() + grace
             while not watch.exited and time.monotonic() < grace_end:
                 watch.wait(min(poll_interval, grace_end - time.monotonic()))
     finally:

@@ -24,9 +24,10 @@ import time
 import structlog
 
 from actors.context import WorkerContext
-from service import jobs, queries
+from service import jobs, queries, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
+from service.dispatch import Dispatcher
 from service.errors import DatabaseUnavailable
 from service.metrics import RECORDER
 from service.states import FINAL
@@ -100,9 +101,29 @@ class Sweeper:
             return
         policy = self.ctx.settings.retry_policy
         retention = self.ctx.settings.retention_policy
-        for lost in jobs.mark_lost(
-            self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
-        ):
+        now, gone = workers.expired(self.ctx.engine, lease)
+        for row in gone:
+            lost = jobs.mark_worker_lost(
+                self.ctx.engine, row.name, policy, self.known_end, retention
+            )
+            workers.remove_expired(self.ctx.engine, row)
+            silent = (now - row.last_seen_at).total_seconds()
+            RECORDER.observe("jobrunner_loss_detection_seconds", silent)
+            log.warning(
+                "worker lost: its presence expired",
+                worker=row.name,
+                silent_s=round(silent, 1),
+                attempts=[item.job_id for item in lost],
+            )
+            self._count(lost)
+        self._count(
+            jobs.mark_lost(
+                self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
+            )
+        )
+
+    def _count(self, attempts: list[jobs.LostAttempt]) -> None:
+        for lost in attempts:
             # a retrying one is queued by promote_due when its backoff is over
             known = lost.known
             log.warning(
@@ -113,22 +134,14 @@ class Sweeper:
                 state=lost.state,
                 **({} if known is None else {"exit_code": known.exit_code}),
             )
+            RECORDER.count("jobrunner_attempts_lost", lost.queue)
+            reason = known.reason if known is not None else "worker_lost"
+            RECORDER.count("jobrunner_attempts_ended", lost.queue, reason)
             if lost.state in FINAL:
                 RECORDER.count("jobrunner_jobs_finished", lost.queue, lost.state)
 
     def known_end(self, job_id: int, lease: int) -> jobs.KnownEnd | None:
-        """The end that the worker of this attempt kept for us, if it did (see execution)."""
-        try:
-            data = self.ctx.dispatcher.known_end(job_id, lease)
-        except BusUnavailable:
-            return None
-        if data is None:
-            return None
-        try:
-            return jobs.KnownEnd.decode(data)
-        except (ValueError, TypeError) as exc:
-            log.warning("unreadable attempt end ignored", job_id=job_id, error=str(exc))
-            return None
+        return known_end(self.ctx.dispatcher, job_id, lease)
 
     def purge(self) -> None:
         deleted = 0
@@ -167,3 +180,18 @@ class Sweeper:
             if self.ctx.dispatcher.pending(queue) == 0:
                 log.info("waking a queue whose jobs wait", queue=queue, since=waiting_since)
                 self.ctx.dispatcher.notify(queue)
+
+
+def known_end(dispatcher: Dispatcher, job_id: int, lease: int) -> jobs.KnownEnd | None:
+    """The end that the worker of this attempt kept on the bus, if it did (see execution)."""
+    try:
+        data = dispatcher.known_end(job_id, lease)
+    except BusUnavailable:
+        return None
+    if data is None:
+        return None
+    try:
+        return jobs.KnownEnd.decode(data)
+    except (ValueError, TypeError) as exc:
+        log.warning("unreadable attempt end ignored", job_id=job_id, error=str(exc))
+        return None

@@ -33,7 +33,7 @@ from bench.stack import BenchConfig, Role, Stack
 from bench.stats import Table, cell, percentile
 from service import jobs as jobs_mod
 from service import queries
-from service.db import create_engine
+from service.db import create_engine, utcnow
 from service.queries import ListFilter
 
 BIG_DB = "jobrunner_bench_scale"
@@ -208,9 +208,11 @@ def project_statements(url: str) -> list[Statement]:
         with engine.connect() as conn:
             queries.head_waiting_since(conn, "default")
             queries.waiting_queues(conn)
+            queries.queue_stats(conn, utcnow())
 
+    names = ("sweeper head_waiting_since", "waiting_queues", "GET /queues (queue_stats)")
     for i, stmt in enumerate(capture(url, "", sweeper_reads, stop_at_write=True)):
-        stmt.name = ("sweeper head_waiting_since", "waiting_queues")[i]
+        stmt.name = names[i]
         out.append(stmt)
     return out
 
@@ -316,17 +318,25 @@ def time_requests(url: str, path: str, token: str, duration: float, limit: int) 
     return latencies
 
 
+#: the overview endpoints (API.md section 11), measured beside the lists
+OVERVIEW_PATHS = {"GET /queues": "/queues", "GET /workers": "/workers"}
+
+
 def measure_lists(
     webs: dict[str, tuple[Role, int]], duration: float, limit: int, token: str, rep: int
 ) -> dict[str, dict[str, list[float]]]:
-    """Each list URL against each web (alternating which goes first); latencies in ms."""
+    """Each list URL (and the overview endpoints) against each web (alternating which goes
+    first); latencies in ms."""
     out: dict[str, dict[str, list[float]]] = {}
-    for name in list_filters(0):
+    for name in [*list_filters(0), *OVERVIEW_PATHS]:
         out[name] = {}
         order = list(webs) if rep % 2 == 0 else list(reversed(webs))
         for which in order:
             role, max_id = webs[which]
-            path = url_of(name, list_filters(int(max_id * 0.9))[name])
+            if name in OVERVIEW_PATHS:
+                path = OVERVIEW_PATHS[name]
+            else:
+                path = url_of(name, list_filters(int(max_id * 0.9))[name])
             out[name][which] = time_requests(role.url, path, token, duration, limit)
     return out
 
@@ -372,8 +382,8 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             reps.append(measure_lists(webs, duration, args.requests, config.token, rep))
         plans, timing = explain(big, project_statements(big.database_url), runs)
     table = Table(
-        f"6. GET /jobs latency, {rows} vs {small_rows} rows (one request at a time, "
-        f"{duration:g} s per URL; ms; median [min-max] over {len(reps)} reps)",
+        f"6. GET /jobs, /queues, /workers latency, {rows} vs {small_rows} rows (one request "
+        f"at a time, {duration:g} s per URL; ms; median [min-max] over {len(reps)} reps)",
         ["query", "big p50", "big p99", "big req/s", "small p50", "small p99",
          "ratio p50 big/small"],
     )  # fmt: skip

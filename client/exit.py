@@ -11,6 +11,9 @@
 
 The client's own failures: 1 (an API error, the server unreachable), 2 (bad usage, or input
 the server refused: 400, 422); Ctrl-C while waiting cancels the job and exits 130 (SIGTERM: 143).
+
+It reads how the job's last attempt ended from `end_reason` and `exit_signal`; a server too old
+to send them is read from its `last_error` text instead.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def exit_code_for(job: Mapping[str, Any]) -> int:
     code = job.get("exit_code")
     if isinstance(code, int) and code != 0:
         return code if 0 < code < 256 else EXIT_RUNNER_FAILED
+    if "end_reason" in job:
+        return _by_end_reason(job)
     error = job.get("last_error") or ""
     if error.startswith("timed out"):
         return EXIT_TIMED_OUT
@@ -47,6 +52,20 @@ def exit_code_for(job: Mapping[str, Any]) -> int:
     if signal:
         return 128 + int(signal.group(1))
     return EXIT_RUNNER_FAILED
+
+
+_BY_REASON = {
+    "timeout": EXIT_TIMED_OUT,
+    "not_started": EXIT_NOT_STARTED,
+    "cancelled": EXIT_CANCELLED,
+}
+
+
+def _by_end_reason(job: Mapping[str, Any]) -> int:
+    reason, signal = job.get("end_reason"), job.get("exit_signal")
+    if reason == "signal" and isinstance(signal, int) and 0 < signal < 128:
+        return 128 + signal
+    return _BY_REASON.get(str(reason), EXIT_RUNNER_FAILED)
 
 
 def describe_end(job: Mapping[str, Any]) -> str:

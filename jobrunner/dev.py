@@ -44,7 +44,7 @@ from service.web.server import server_options
 log = structlog.get_logger(__name__)
 
 STUB_BROKER_URL = "stub:"
-#: The lease timeout unless JOBRUNNER_LEASE_TIMEOUT says otherwise (production: 60 s). One dev
+#: The lease timeout unless JOBRUNNER_LEASE_TIMEOUT says otherwise (production: 15 s). One dev
 #: process serves its database, and its database is a local file: no other live worker can be
 #: taken for lost, and there is no database outage to ride out. What a long lease would cost
 #: here is the wait, after a killed dev process is started again, before its jobs left

@@ -136,7 +136,8 @@ class Settings:
     max_env_size: int = 64 * 1024
 
     heartbeat_interval: float = 2.0
-    lease_timeout: float = 60.0
+    #: a worker silent this long is declared lost (actors/presence.py: the timing argument)
+    lease_timeout: float = 15.0
     sweep_interval: float = 1.0
     shutdown_grace: float = 30.0
     retention: float = 7 * 24 * 3600.0
@@ -162,6 +163,9 @@ class Settings:
     #: `refuse`: an unknown job field is a 422; `ignore`: dropped, as the original's strong
     #: parameters did
     unknown_fields: str = "refuse"
+    #: which machine this is, for telling whether a pid of another worker is alive; empty: the
+    #: kernel's boot id and this pid namespace (service.workers.machine)
+    machine_id: str = ""
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
@@ -242,7 +246,7 @@ class Settings:
             output_limit=_int(env, "JOBRUNNER_OUTPUT_LIMIT", 1024 * 1024, minimum=1024),
             max_body_size=_int(env, "JOBRUNNER_MAX_BODY_SIZE", 1024 * 1024, minimum=1024),
             heartbeat_interval=_seconds(env, "JOBRUNNER_HEARTBEAT_INTERVAL", 2.0, minimum=0.05),
-            lease_timeout=_seconds(env, "JOBRUNNER_LEASE_TIMEOUT", 60.0, minimum=0.5),
+            lease_timeout=_seconds(env, "JOBRUNNER_LEASE_TIMEOUT", 15.0, minimum=0.5),
             sweep_interval=_seconds(env, "JOBRUNNER_SWEEP_INTERVAL", 1.0, minimum=0.05),
             shutdown_grace=_seconds(env, "JOBRUNNER_SHUTDOWN_GRACE", 30.0),
             retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0),
@@ -256,6 +260,7 @@ class Settings:
             allowed_commands=_list(env, "JOBRUNNER_ALLOWED_COMMANDS"),
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
             unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
+            machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),
@@ -270,9 +275,11 @@ class Settings:
                 raise ConfigError(str(exc)) from None
         if settings.default_timeout > settings.max_timeout:
             raise ConfigError("JOBRUNNER_DEFAULT_TIMEOUT must not exceed JOBRUNNER_MAX_TIMEOUT")
-        if settings.heartbeat_interval * 3 > settings.lease_timeout:
+        if settings.heartbeat_interval * 4 > settings.lease_timeout:
+            # a worker stops its commands after half a lease without a confirmation: that must
+            # be more than one missed renewal (actors/presence.py)
             raise ConfigError(
-                "JOBRUNNER_LEASE_TIMEOUT must be at least 3 heartbeat intervals "
-                f"({settings.heartbeat_interval * 3:g} s)"
+                "JOBRUNNER_LEASE_TIMEOUT must be at least 4 heartbeat intervals "
+                f"({settings.heartbeat_interval * 4:g} s)"
             )
         return settings

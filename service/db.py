@@ -19,6 +19,8 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from service.errors import DatabaseUnavailable, LockConflict, RejectedByDatabase
 
@@ -62,6 +64,9 @@ jobs = sa.Table(
     sa.Column("output", sa.LargeBinary, nullable=True),
     sa.Column("output_offset", sa.BigInteger, nullable=False),
     sa.Column("output_bytes", sa.BigInteger, nullable=False),
+    # how the last attempt ended (service.states.EndReason), and the signal that ended it
+    sa.Column("end_reason", sa.String(16), nullable=True),
+    sa.Column("exit_signal", sa.Integer, nullable=True),
     # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE)
     sa.Index("ix_jobs_claim", "queue", "state", "priority", "run_at", "id"),
     # the sweeper: due scheduled/retrying jobs, stale running ones
@@ -88,9 +93,50 @@ api_tokens = sa.Table(
 )
 
 
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # this machine's boot and pid namespace: a pid means something only within them
+    sa.Column("boot", sa.String(100), nullable=False),
+    sa.Column("started_ticks", sa.BigInteger, nullable=False),
+    sa.Column("queues", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("last_seen_at", sa.DateTime, nullable=False),
+)
+
+
 def utcnow() -> dt.datetime:
     """The current time as the naive UTC datetime the database stores."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class db_now(FunctionElement[dt.datetime]):
+    """The database's own clock (UTC, microseconds), for times that machines compare with each
+    other: heartbeats and a worker's presence are stamped with it, and the sweeper's "older
+    than a lease" is measured on it, so that no two machines' clocks are ever compared."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(db_now, "mysql")
+@compiles(db_now, "mariadb")
+def _db_now_mysql(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "UTC_TIMESTAMP(6)"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def database_time(conn: Connection) -> dt.datetime:
+    """What the database's clock says now."""
+    now: dt.datetime = conn.execute(sa.select(db_now())).scalar_one()
+    return now
 
 
 class MissingDriver(RuntimeError):

@@ -41,7 +41,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from service import queries
-from service.db import jobs, retry_conflicts, retry_fenced, transaction, utcnow
+from service.db import (
+    database_time,
+    db_now,
+    jobs,
+    retry_conflicts,
+    retry_fenced,
+    transaction,
+    utcnow,
+)
 from service.errors import Conflict, NotFound
 from service.queries import Job
 from service.states import (
@@ -97,6 +105,7 @@ class Guard(Enum):
     NOT_CANCELLED = "not_cancelled"  # nobody asked to cancel it
     NOT_STARTED = "not_started"  # it never started
     STALE = "stale"  # its heartbeat is older than a time
+    LOCKED_BY = "locked_by"  # the attempt was claimed by this worker
 
 
 _GUARDS: Mapping[Guard, sa.ColumnElement[bool]] = {
@@ -104,10 +113,13 @@ _GUARDS: Mapping[Guard, sa.ColumnElement[bool]] = {
     Guard.NOT_CANCELLED: jobs.c.cancel_requested_at.is_(None),
     Guard.NOT_STARTED: jobs.c.started_at.is_(None),
     Guard.STALE: jobs.c.heartbeat_at < sa.bindparam("g_stale"),
+    Guard.LOCKED_BY: jobs.c.locked_by == sa.bindparam("g_locked_by"),
 }
 #: a value computed from the row itself: attempts one less than it is. (A started_at given
 #: to _move is kept only when the job never started: the first attempt's start.)
 ONE_LESS = object()
+#: the database's clock (service.db.db_now): for heartbeat_at, which the sweeper compares
+DB_NOW = object()
 
 
 def _in_states(states: frozenset[State]) -> sa.ColumnElement[bool]:
@@ -126,6 +138,8 @@ def _move_statement(
     for name in columns:
         if name == "started_at":
             values[name] = sa.func.coalesce(jobs.c.started_at, sa.bindparam("v_started_at"))
+        elif name.endswith("@now"):
+            values[name.removesuffix("@now")] = db_now()
         elif name == "attempts-1":
             values["attempts"] = jobs.c.attempts - 1
         else:
@@ -157,12 +171,17 @@ def _move(
         if value is ONE_LESS:
             columns.append("attempts-1")
             continue
+        if value is DB_NOW:
+            columns.append(f"{name}@now")
+            continue
         columns.append(name)
         params[f"v_{name}"] = value
     if Guard.LEASE in guards:
         params["g_lease"] = guards[Guard.LEASE]
     if Guard.STALE in guards:
         params["g_stale"] = guards[Guard.STALE]
+    if Guard.LOCKED_BY in guards:
+        params["g_locked_by"] = guards[Guard.LOCKED_BY]
     statement = _move_statement(to, frozenset(from_states), frozenset(guards), tuple(columns))
     return conn.execute(statement, params).rowcount == 1
 
@@ -328,6 +347,8 @@ def retry(engine: Engine, job_id: int) -> Job:
             {State.FAILED, State.CANCELLED},
             attempts=0,
             exit_code=None,
+            end_reason=None,
+            exit_signal=None,
             last_error=None,
             run_at=now,
             locked_at=None,
@@ -449,7 +470,7 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         lease=lease,
         locked_at=now,
         locked_by=claim.worker,
-        heartbeat_at=now,
+        heartbeat_at=DB_NOW,
         started_at=now,  # the first attempt's start: kept by the statement if already set
         cancel_requested_at=None,
         updated_at=now,
@@ -510,7 +531,6 @@ def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, StopReason
     if not leases:
         return {}
     with transaction(engine) as conn:
-        now = utcnow()
         conn.execute(
             _by_id(jobs.update())
             .where(
@@ -518,7 +538,7 @@ def heartbeat(engine: Engine, leases: Mapping[int, int]) -> dict[int, StopReason
                 sa.tuple_(jobs.c.id, jobs.c.lease).in_(sorted(leases.items())),
                 jobs.c.state == State.RUNNING,
             )
-            .values(heartbeat_at=now)
+            .values(heartbeat_at=db_now())
         )
         rows = conn.execute(
             sa.select(jobs.c.id, jobs.c.lease, jobs.c.state, jobs.c.cancel_requested_at).where(
@@ -571,7 +591,14 @@ def _end_attempt(
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
     A final state with a retention of 0 deletes the job at once (`_ended`)."""
-    values = dict(values, exit_code=outcome.exit_code, last_error=outcome.error, updated_at=now)
+    values = dict(
+        values,
+        exit_code=outcome.exit_code,
+        last_error=outcome.error,
+        end_reason=outcome.reason,
+        exit_signal=outcome.signal,
+        updated_at=now,
+    )
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
@@ -791,6 +818,16 @@ class KnownEnd:
 KnownEnds = Callable[[int, int], KnownEnd | None]
 
 
+_LOST_COLUMNS = (
+    jobs.c.id,
+    jobs.c.queue,
+    jobs.c.lease,
+    jobs.c.attempts,
+    jobs.c.max_retries,
+    jobs.c.locked_by,
+)
+
+
 def mark_lost(
     engine: Engine,
     stale_after: float,
@@ -799,28 +836,51 @@ def mark_lost(
     known_end: KnownEnds | None = None,
     retention: Retention | None = None,
 ) -> list[LostAttempt]:
-    """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds:
-    with the end their worker left behind (`known_end`) if any, else `worker lost`; then
-    retried if the job's retries allow it, else failed."""
+    """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds
+    (by the database's clock): with the end their worker left behind (`known_end`) if any,
+    else `worker lost`; then retried if the job's retries allow it, else failed."""
     with transaction(engine) as conn:
-        stale_before = utcnow() - dt.timedelta(seconds=stale_after)
+        stale_before = database_time(conn) - dt.timedelta(seconds=stale_after)
         stale = conn.execute(
-            sa.select(
-                jobs.c.id,
-                jobs.c.queue,
-                jobs.c.lease,
-                jobs.c.attempts,
-                jobs.c.max_retries,
-                jobs.c.locked_by,
-            )
+            sa.select(*_LOST_COLUMNS)
             .where(jobs.c.state == State.RUNNING, jobs.c.heartbeat_at < stale_before)
             .order_by(jobs.c.id)
             .limit(limit)
         ).all()
+    return _end_lost(engine, stale, policy, known_end, {Guard.STALE: stale_before}, retention)
+
+
+def mark_worker_lost(
+    engine: Engine,
+    worker: str,
+    policy: RetryPolicy,
+    known_end: KnownEnds | None = None,
+    retention: Retention | None = None,
+) -> list[LostAttempt]:
+    """End every running attempt of a worker known to be gone (its presence expired, or its
+    process is dead on this machine), as `mark_lost` ends a stale one."""
+    with transaction(engine) as conn:
+        running = conn.execute(
+            sa.select(*_LOST_COLUMNS)
+            .where(jobs.c.state == State.RUNNING, jobs.c.locked_by == worker)
+            .order_by(jobs.c.id)
+        ).all()
+    return _end_lost(engine, running, policy, known_end, {Guard.LOCKED_BY: worker}, retention)
+
+
+def _end_lost(
+    engine: Engine,
+    rows: Sequence[Any],
+    policy: RetryPolicy,
+    known_end: KnownEnds | None,
+    guards: Mapping[Guard, Any],
+    retention: Retention | None,
+) -> list[LostAttempt]:
     lost = []
-    for row in stale:
+    for row in rows:
         known = known_end(row.id, row.lease) if known_end is not None else None
-        state = _end_lost_attempt(engine, row, stale_before, policy, known, retention)
+        fence = {Guard.LEASE: row.lease, **guards}
+        state = _end_lost_attempt(engine, row, fence, policy, known, retention)
         if state is not None:
             outcome = known.outcome if known is not None else None
             lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
@@ -831,7 +891,7 @@ def mark_lost(
 def _end_lost_attempt(
     engine: Engine,
     row: Any,
-    stale_before: dt.datetime,
+    fence: Mapping[Guard, Any],
     policy: RetryPolicy,
     known: KnownEnd | None,
     retention: Retention | None,
@@ -845,7 +905,6 @@ def _end_lost_attempt(
             output_offset=known.output.offset,
             output_bytes=known.output.total,
         )
-    fence = {Guard.LEASE: row.lease, Guard.STALE: stale_before}
     with transaction(engine) as conn:
         return _end_attempt(
             conn,

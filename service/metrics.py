@@ -29,6 +29,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from service import workers
 from service.bus import Bus, BusUnavailable
 from service.db import jobs, transaction, utcnow
 from service.states import State
@@ -41,6 +42,7 @@ log = structlog.get_logger(__name__)
 FLUSH_INTERVAL_S = 1.0
 PICKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400)
+LOSS_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 60, 120, 300)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 #: name -> (help, label names, buckets or None for a counter)
@@ -57,6 +59,21 @@ EVENTS: Mapping[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
         "How long attempts ran",
         ("queue", "state"),
         DURATION_BUCKETS,
+    ),
+    "jobrunner_attempts_ended": (
+        "Attempts that ended, by how (end_reason)",
+        ("queue", "end_reason"),
+        None,
+    ),
+    "jobrunner_attempts_lost": (
+        "Attempts declared lost: their worker died or went silent",
+        ("queue",),
+        None,
+    ),
+    "jobrunner_loss_detection_seconds": (
+        "From a lost worker's last sign of life to its attempts declared lost",
+        (),
+        LOSS_BUCKETS,
     ),
     "jobrunner_http_requests": ("HTTP requests", ("route", "method", "status"), None),
     "jobrunner_http_request_duration_seconds": (
@@ -224,16 +241,26 @@ def _state_metrics(engine: Engine) -> Iterator[Metric]:
     yield from (jobs_by_state, depth, oldest, running)
 
 
+def _worker_metrics(engine: Engine, lease: float) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    live = GaugeMetricFamily("jobrunner_workers", "Worker processes alive (seen within a lease)")
+    live.add_metric([], workers.count_live(engine, lease))
+    yield live
+
+
 class JobRunnerCollector:
     """prometheus-client collector: events from the shared store, state from the database."""
 
-    def __init__(self, engine: Engine, recorder: Recorder = RECORDER) -> None:
+    def __init__(self, engine: Engine, lease: float, recorder: Recorder = RECORDER) -> None:
         self.engine = engine
+        self.lease = lease
         self.recorder = recorder
 
     def collect(self) -> Iterator[Metric]:
         yield from _event_metrics(self.recorder.totals())
         yield from _state_metrics(self.engine)
+        yield from _worker_metrics(self.engine, self.lease)
 
     def describe(self) -> list[Any]:
         return []  # collected at scrape time only

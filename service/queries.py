@@ -37,6 +37,8 @@ class Job:
     created_at: dt.datetime
     updated_at: dt.datetime
     cancel_requested_at: dt.datetime | None
+    end_reason: str | None
+    exit_signal: int | None
     output_offset: int
     output_bytes: int
 
@@ -134,3 +136,55 @@ def waiting_queues(conn: Connection) -> list[str]:
         sa.select(jobs.c.queue).where(jobs.c.state.notin_(sorted(FINAL))).group_by(jobs.c.queue)
     ).all()
     return [row.queue for row in rows]
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A queue as GET /queues shows it (API.md section 11)."""
+
+    name: str
+    waiting: int
+    running: int
+    #: how long its longest-waiting job that could run now has been due; None: none is due
+    oldest_waiting_seconds: float | None
+
+
+LIVE_STATES = (State.SCHEDULED, State.QUEUED, State.RETRYING, State.RUNNING)
+
+
+def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
+    """Every queue with jobs that are not final, by name: one grouped read of the live rows
+    (ix_jobs_queue_state_id), whatever the number of final ones."""
+    due_since = sa.case(
+        (
+            jobs.c.run_at <= now,
+            sa.case((jobs.c.created_at > jobs.c.run_at, jobs.c.created_at), else_=jobs.c.run_at),
+        ),
+        else_=None,
+    )
+    rows = conn.execute(
+        sa.select(jobs.c.queue, jobs.c.state, sa.func.count(), sa.func.min(due_since))
+        .where(jobs.c.state.in_(LIVE_STATES))
+        .group_by(jobs.c.queue, jobs.c.state)
+    ).all()
+    waiting: dict[str, int] = {}
+    running: dict[str, int] = {}
+    due: dict[str, dt.datetime] = {}
+    for queue, state, count, first_due in rows:
+        if state == State.RUNNING:
+            running[queue] = count
+            continue
+        waiting[queue] = waiting.get(queue, 0) + count
+        if first_due is not None and (queue not in due or first_due < due[queue]):
+            due[queue] = first_due
+    return [
+        QueueStats(
+            name=name,
+            waiting=waiting.get(name, 0),
+            running=running.get(name, 0),
+            oldest_waiting_seconds=(
+                max(0.0, (now - due[name]).total_seconds()) if name in due else None
+            ),
+        )
+        for name in sorted(waiting.keys() | running.keys())
+    ]

@@ -215,8 +215,10 @@ class Api:
         return last
 
 
-def processes_with(marker: str) -> list[str]:
-    """Command lines of live processes whose command line holds `marker` (zombies excluded)."""
+def processes_with(marker: str, under: Path | None = None) -> list[str]:
+    """Command lines of live processes whose command line holds `marker` (zombies excluded);
+    with `under`, only those whose working folder is in it (the commands of one test's jobs,
+    whatever other test runs share the machine)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -224,7 +226,10 @@ def processes_with(marker: str) -> list[str]:
         try:
             stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = Path(os.readlink(entry / "cwd")) if under is not None else None
         except OSError:
+            continue
+        if cwd is not None and under is not None and not cwd.is_relative_to(under):
             continue
         if marker in cmdline and ") Z " not in stat:
             found.append(f"{entry.name}: {cmdline}")

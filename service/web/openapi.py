@@ -17,7 +17,7 @@ from service.config import Settings
 from service.scopes import Scope
 from service.states import State
 from service.web.access import Need
-from service.web.schemas import JobResource, Limits, fields_model
+from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
 
 REF = "#/components/schemas/{model}"
 
@@ -34,10 +34,13 @@ VALIDATION_SCHEMA = {
 
 
 def _resource_schemas() -> dict[str, Any]:
-    """The job resource and the schemas it refers to (its state)."""
-    schema = JobResource.model_json_schema(ref_template=REF, mode="serialization")
-    defs = schema.pop("$defs", {})
-    return {"Job": schema, **defs}
+    """The resources the API returns, and the schemas they refer to (a job's state)."""
+    schemas: dict[str, Any] = {}
+    for name, model in (("Job", JobResource), ("Queue", QueueResource), ("Worker", WorkerResource)):
+        schema = model.model_json_schema(ref_template=REF, mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return schemas
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -361,6 +364,32 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                         ),
                     ],
                 ),
+            },
+            "/queues": {
+                "get": _operation(
+                    "listQueues",
+                    "Every queue with jobs that are not final: waiting, running, oldest waiting",
+                    {
+                        "200": {
+                            "description": "The queues, by name",
+                            "content": _json({"type": "array", "items": _ref("Queue")}),
+                        },
+                        "503": ERRORS["503"],
+                    },
+                )
+            },
+            "/workers": {
+                "get": _operation(
+                    "listWorkers",
+                    "The live worker processes and the jobs each runs",
+                    {
+                        "200": {
+                            "description": "The workers, by name",
+                            "content": _json({"type": "array", "items": _ref("Worker")}),
+                        },
+                        "503": ERRORS["503"],
+                    },
+                )
             },
             "/healthz": {
                 "get": {

@@ -25,7 +25,7 @@ from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.scopes import Scope
 from service.states import State
-from service.web import openapi
+from service.web import openapi, overview
 from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
@@ -296,7 +296,7 @@ async def readyz(request: Request) -> Response:
 
 def _metrics(services: Services) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobRunnerCollector(services.engine))
+    registry.register(JobRunnerCollector(services.engine, services.settings.lease_timeout))
     return generate_latest(registry)
 
 
@@ -329,6 +329,8 @@ routes = [
     ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
     ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
     ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute("/queues", GET=(READ, overview.list_queues)),
+    ScopedRoute("/workers", GET=(READ, overview.list_workers)),
     ScopedRoute("/healthz", GET=(PUBLIC, healthz)),
     ScopedRoute("/readyz", GET=(PUBLIC, readyz)),
     ScopedRoute("/metrics", GET=(READ, metrics)),

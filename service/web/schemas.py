@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.errors import ValidationFailed
 from service.jobs import JobSpec
-from service.states import State
+from service.states import EndReason, State
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_ENV_VARS = 100
@@ -71,6 +71,8 @@ SERVER_FIELDS = frozenset(
         "attempts",
         "exit_code",
         "last_error",
+        "end_reason",
+        "exit_signal",
         "locked_at",
         "locked_by",
         "started_at",
@@ -429,6 +431,8 @@ class JobResource(BaseModel):
     timeout: Annotated[int, Field(ge=1)]
     exit_code: int | None
     last_error: str | None
+    end_reason: EndReason | None
+    exit_signal: int | None
     run_at: Time
     locked_at: Time | None
     locked_by: str | None
@@ -440,6 +444,32 @@ class JobResource(BaseModel):
     cancel_requested: bool
     output_bytes: Count
     output_truncated: bool
+
+
+class QueueResource(BaseModel):
+    """A queue as GET /queues shows it (API.md section 11)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    waiting: Count
+    running: Count
+    oldest_waiting_seconds: Annotated[float, Field(ge=0)] | None
+    concurrency: Annotated[int, Field(ge=1)] | None
+
+
+class WorkerResource(BaseModel):
+    """A live worker process as GET /workers shows it (API.md section 11)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    host: str
+    pid: int
+    queues: list[str] | None = Field(description="The queues it serves; null: every queue")
+    started_at: Time
+    last_seen_at: Time
+    running: list[int] = Field(description="The ids of the jobs it runs")
 
 
 def job_to_json(job: Any) -> dict[str, Any]:
@@ -457,6 +487,8 @@ def job_to_json(job: Any) -> dict[str, Any]:
         "timeout": job.timeout,
         "exit_code": job.exit_code,
         "last_error": job.last_error,
+        "end_reason": job.end_reason,
+        "exit_signal": job.exit_signal,
         "run_at": format_time(job.run_at),
         "locked_at": format_time(job.locked_at),
         "locked_by": job.locked_by,

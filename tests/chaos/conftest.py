@@ -25,7 +25,15 @@ import sqlalchemy as sa
 
 from service.migrate import apply_migrations
 from tests.chaos.servers import MariaDBServer, RedisServer
-from tests.support import AUTH, TEST_TOKEN, Process, start_web, start_worker, wait_for
+from tests.support import (
+    AUTH,
+    TEST_TOKEN,
+    Process,
+    processes_with,
+    start_web,
+    start_worker,
+    wait_for,
+)
 
 LEDGERS: list[str] = []
 
@@ -113,6 +121,15 @@ class Stack:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread
+
+    @property
+    def home(self) -> Path:
+        """JOB_HOME of this scenario: where its commands run."""
+        return Path(self.env["JOB_HOME"])
+
+    def commands(self, marker: str = "tick.sh") -> list[str]:
+        """This scenario's job commands still alive (not another test run's)."""
+        return processes_with(marker, under=self.home)
 
     def rows(self) -> list[sa.Row[Any]]:
         with self.engine.begin() as conn:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.chaos.conftest import Ledger, Stack, draw_ledger, stamps_of
 from tests.chaos.servers import MariaDBServer, RedisServer
-from tests.support import processes_with, wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.chaos
 OUTAGE_S = 3.0
@@ -36,10 +36,10 @@ def wait_finished(stack: Stack, count: int, timeout: float = 60) -> None:
     )
 
 
-def assert_clean(ledger: Ledger) -> None:
+def assert_clean(ledger: Ledger, stack: Stack) -> None:
     assert ledger.lost == 0, ledger.line()
     assert ledger.duplicate_runs == 0, ledger.line()
-    assert processes_with("tick.sh") == [], "a job command outlived its job"
+    assert stack.commands() == [], "a job command outlived its job"
 
 
 def ticks(count: int, **extra: Any) -> Any:
@@ -66,7 +66,7 @@ def test_workers_killed_with_sigkill_mid_job(stack: Stack) -> None:
     stack.wait_all_final(timeout=90)
 
     ledger = draw_ledger("worker process groups SIGKILLed x2 mid-job", stack)
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert ledger.submitted == 240
     assert set(ledger.failed) <= {"worker lost"}, ledger.line()
     assert ledger.succeeded + sum(ledger.failed.values()) == 240, ledger.line()
@@ -93,7 +93,7 @@ def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     stack.wait_all_final(timeout=90)
 
     ledger = draw_ledger("workers SIGTERMed x2 mid-job (grace 1 s)", stack)
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert ledger.succeeded == ledger.submitted == 212, ledger.line()
     # no retries allowed: a job handed back by a stopping worker did not use up an attempt
     assert ledger.retried == 0
@@ -124,7 +124,7 @@ def test_redis_killed_and_restarted_empty(stack: Stack, redis_server: RedisServe
     assert httpx.get(f"{stack.web_url}/readyz", timeout=10).status_code == 200
 
     ledger = draw_ledger(f"Redis killed for {outage:.1f} s, restarted empty", stack)
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert ledger.refused == {}, "jobs are stored and answered 201 while Redis is down"
     assert ledger.succeeded == ledger.submitted == 300, ledger.line()
 
@@ -159,7 +159,7 @@ def test_mariadb_crashed_and_restarted(stack: Stack, mariadb: MariaDBServer) -> 
     stack.wait_all_final(timeout=90)
 
     ledger = draw_ledger(f"MariaDB crashed (SIGKILL) for {outage:.1f} s, restarted", stack)
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert set(ledger.refused) == {503}, ledger.line()
     assert ledger.submitted + ledger.refused[503] == 300
     assert ledger.succeeded == ledger.submitted, ledger.line()
@@ -192,7 +192,7 @@ def test_database_outage_longer_than_the_lease(stack: Stack, mariadb: MariaDBSer
     mariadb.stop(crash=True)
     down_at = time.monotonic()
     wait_for(
-        lambda: processes_with("tick.sh") == [],
+        lambda: stack.commands() == [],
         timeout=15,
         what="the workers to stop their commands",
     )
@@ -204,7 +204,7 @@ def test_database_outage_longer_than_the_lease(stack: Stack, mariadb: MariaDBSer
         f"MariaDB down > lease (commands self-fenced {fenced_after:.1f} s into the outage)", stack
     )
     assert ids == stack.submitted
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert ledger.succeeded == 8 and ledger.retried == 8, ledger.line()
     assert ledger.runs == 16
 
@@ -243,6 +243,6 @@ def test_an_end_kept_during_an_outage_outlives_its_worker(
 
     ledger = draw_ledger("ends kept in Redis while MariaDB was down; their worker SIGKILLed", stack)
     assert ids == stack.submitted
-    assert_clean(ledger)
+    assert_clean(ledger, stack)
     assert ledger.succeeded == 4, ledger.line()
     assert ledger.runs == 4

@@ -36,6 +36,8 @@ JOB_FIELDS = {
     "cancel_requested",
     "output_bytes",
     "output_truncated",
+    "end_reason",
+    "exit_signal",
 }
 
 

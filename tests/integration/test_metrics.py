@@ -124,3 +124,20 @@ def test_routes_are_labelled_by_template_not_by_id(api: Api) -> None:
     )
     text = httpx.get(f"{api.base_url}/metrics", headers=AUTH).text
     assert not re.search(rf'route="/jobs/{job["id"]}"', text)
+
+
+def test_workers_and_end_reasons_are_counted(worked_api: Api) -> None:
+    before = scrape(worked_api.base_url)
+    job = worked_api.submit(command="kill -9 $$", queue="alpha")
+    assert worked_api.wait(job["id"])["end_reason"] == "signal"
+
+    def counted() -> dict | None:
+        now = scrape(worked_api.base_url)
+        key = {"queue": "alpha", "end_reason": "signal"}
+        delta = value(now, "jobrunner_attempts_ended_total", **key) - value(
+            before, "jobrunner_attempts_ended_total", **key
+        )
+        return now if delta == 1 else None
+
+    after = wait_for(counted, timeout=10, what="the attempt's end to be counted")
+    assert value(after, "jobrunner_workers") >= 1  # the shared worker, alive

@@ -30,7 +30,31 @@ def job(state: str, exit_code: int | None = None, last_error: str | None = None)
         (job("failed", 300, "exit status 300"), 125),
     ],
 )
-def test_exit_codes(ending: dict[str, Any], code: int) -> None:
+def test_exit_codes_of_a_server_without_end_reasons(ending: dict[str, Any], code: int) -> None:
+    assert exit_code_for(ending) == code
+
+
+def ended(state: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+    # last_error says nothing here: the codes must come from the end reason
+    return {"id": 42, "state": state, "exit_code": None, "last_error": "?", "end_reason": reason,
+            "exit_signal": None, **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ending", "code"),
+    [
+        (ended("succeeded", "exited", exit_code=0), 0),
+        (ended("failed", "exited", exit_code=3), 3),
+        (ended("failed", "signal", exit_signal=9), 137),
+        (ended("failed", "timeout"), 124),
+        (ended("failed", "not_started"), 127),
+        (ended("failed", "worker_lost"), 125),
+        (ended("cancelled", "cancelled"), 130),
+        (ended("cancelled", None), 130),
+        (ended("failed", None), 125),
+    ],
+)
+def test_exit_codes_from_the_end_reason(ending: dict[str, Any], code: int) -> None:
     assert exit_code_for(ending) == code
 
 

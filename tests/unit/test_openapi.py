@@ -26,7 +26,8 @@ NOW = dt.datetime(2026, 12, 1, 10, 0, 0)
 def a_job() -> SimpleNamespace:
     return SimpleNamespace(
         id=1, command="true", argv=None, queue="default", priority=0, state="queued",
-        attempts=0, max_retries=0, timeout=60, exit_code=None, last_error=None, run_at=NOW,
+        attempts=0, max_retries=0, timeout=60, exit_code=None, last_error=None,
+        end_reason=None, exit_signal=None, run_at=NOW,
         locked_at=None, locked_by=None, started_at=None, finished_at=None, failed_at=None,
         created_at=NOW, updated_at=NOW, cancel_requested_at=None, output_bytes=0,
         output_offset=0,
