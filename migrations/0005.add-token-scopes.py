@@ -7,7 +7,7 @@ missing (MySQL has no ADD COLUMN IF NOT EXISTS; see 0001 for why every step must
 
 from yoyo import step
 
-__depends__ = {"0002.create-api-tokens"}
+__depends__ = {"0004.workers-and-end-reasons"}
 
 MYSQL = (
     "ALTER TABLE api_tokens ADD COLUMN scope VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin "
