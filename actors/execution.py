@@ -243,6 +243,7 @@ def _execute(
     outcome = outcome_of(result, job)
     output = tail.snapshot()
     policy = settings.retry_policy
+    retention = settings.retention_policy
 
     tries = 0
 
@@ -253,13 +254,17 @@ def _execute(
         # committed (a connection lost during COMMIT), and a second claim would strand the first
         then = keep() if keep is not None and tries == 1 else None
         if then is None:
-            return jobs.finish(ctx.engine, job, outcome, output, policy), Next()
-        state, claimed = jobs.finish_and_claim(ctx.engine, job, outcome, output, policy, then)
+            return jobs.finish(ctx.engine, job, outcome, output, policy, retention), Next()
+        state, claimed = jobs.finish_and_claim(
+            ctx.engine, job, outcome, output, policy, then, retention
+        )
         return state, Next(tried=True, job=claimed)
 
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:
-        live.end(state)
+        # as _end_attempt stores it: a cancelled job's last error is `cancelled`
+        error = "cancelled" if state == State.CANCELLED else outcome.error
+        live.end(state, outcome.exit_code, error)
         RECORDER.count("jobrunner_attempts_ended", job.queue, outcome.reason)
         RECORDER.observe("jobrunner_run_duration_seconds", duration, job.queue, state)
         if state in FINAL:

@@ -57,8 +57,8 @@ class LivePublisher:
             data = snapshot.data[start - snapshot.offset :]
             self.dispatcher.publish_output(self.job_id, output_chunk(start, data))
 
-    def end(self, state: str) -> None:
+    def end(self, state: str, exit_code: int | None = None, last_error: str | None = None) -> None:
         if not self.followed:
             return
         self.flush()
-        self.dispatcher.publish_output(self.job_id, attempt_end(state))
+        self.dispatcher.publish_output(self.job_id, attempt_end(state, exit_code, last_error))

@@ -186,6 +186,7 @@ class Presence:
                 row.name,
                 self.ctx.settings.retry_policy,
                 known_end=functools.partial(known_end, self.ctx.dispatcher),
+                retention=self.ctx.settings.retention_policy,
             )
             workers.deregister(self.ctx.engine, row.name)
             log.warning(

@@ -163,7 +163,9 @@ def run(
             start_new_session=True,
             bufsize=0,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        # ValueError: an argument or env value the OS cannot take (a NUL; text that is not
+        # valid Unicode, from a job stored before validation refused it)
         return RunResult("failed_to_start", error=f"could not start: {exc}")
     watch = _Watch(proc, output)
     ended: Literal["exited", "timed_out", "stopped"] = "exited"

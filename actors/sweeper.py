@@ -7,7 +7,8 @@ Each tick it
   after an outage, live workers get the time to send heartbeats again first;
 - wakes queues whose waiting jobs have no message (lost to a crash between commit and
   send, or to a broker outage);
-- now and then deletes final jobs older than the retention, in small batches.
+- now and then deletes final jobs whose retention (by how they ended) is over, in small
+  batches; a job kept 0 seconds was deleted as it ended (service.jobs).
 
 It runs inside the worker role: one process at a time holds the sweeper lock (on the bus: a
 Redis key with a time to live, renewed every tick), and any worker process takes over when the
@@ -98,9 +99,12 @@ class Sweeper:
         if self.seen_database_since is None or time.monotonic() - self.seen_database_since < lease:
             return
         policy = self.ctx.settings.retry_policy
+        retention = self.ctx.settings.retention_policy
         now, gone = workers.expired(self.ctx.engine, lease)
         for row in gone:
-            lost = jobs.mark_worker_lost(self.ctx.engine, row.name, policy, self.known_end)
+            lost = jobs.mark_worker_lost(
+                self.ctx.engine, row.name, policy, self.known_end, retention
+            )
             workers.remove_expired(self.ctx.engine, row)
             silent = (now - row.last_seen_at).total_seconds()
             RECORDER.observe("jobrunner_loss_detection_seconds", silent)
@@ -111,7 +115,11 @@ class Sweeper:
                 attempts=[item.job_id for item in lost],
             )
             self._count(lost)
-        self._count(jobs.mark_lost(self.ctx.engine, lease, policy, known_end=self.known_end))
+        self._count(
+            jobs.mark_lost(
+                self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
+            )
+        )
 
     def _count(self, attempts: list[jobs.LostAttempt]) -> None:
         for lost in attempts:
@@ -136,13 +144,20 @@ class Sweeper:
 
     def purge(self) -> None:
         deleted = 0
+        retention = self.ctx.settings.retention_policy
         for _ in range(RETENTION_BATCHES):
-            batch = jobs.purge_finished(self.ctx.engine, self.ctx.settings.retention)
+            batch = jobs.purge_finished(self.ctx.engine, retention)
             deleted += batch
             if batch == 0 or self.stop_event.wait(0.05):
                 break
         if deleted:
-            log.info("purged old jobs", deleted=deleted, retention=self.ctx.settings.retention)
+            log.info(
+                "purged old jobs",
+                deleted=deleted,
+                succeeded=retention.succeeded,
+                failed=retention.failed,
+                cancelled=retention.cancelled,
+            )
 
     def top_up(self) -> None:
         """Wake the queues whose head job has waited too long with no wake-up pending (its

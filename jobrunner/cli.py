@@ -106,16 +106,23 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-def token_create(name: str) -> None:
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "submit", "admin"]),
+    default="admin",
+    show_default=True,
+    help="read: GET only; submit: also create, cancel and retry jobs; admin: everything.",
+)
+def token_create(name: str, scope: str) -> None:
     """Create a token named NAME and print it: the only time it is shown."""
     from jobrunner import roles
 
-    roles.token_create(name)
+    roles.token_create(name, scope)
 
 
 @token.command("list")
 def token_list() -> None:
-    """List the tokens' names and creation times (never the tokens)."""
+    """List the tokens' names, scopes and creation times (never the tokens)."""
     from jobrunner import roles
 
     roles.token_list()

@@ -39,6 +39,7 @@ from service.errors import NotFound
 from service.migrate import apply_migrations
 from service.tokens import create_token, is_stored, revoke_token
 from service.web.app import create_app
+from service.web.server import server_options
 
 log = structlog.get_logger(__name__)
 
@@ -258,9 +259,7 @@ def run(db: str, host: str, port: int, env: Mapping[str, str] | None = None) -> 
     config = uvicorn.Config(
         WithWorker(app, worker, hurried=lambda: server is not None and server.force_exit),
         lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        **server_options(settings),
     )
     server = uvicorn.Server(config)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host

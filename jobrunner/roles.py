@@ -12,7 +12,9 @@ import sys
 
 import click
 import sqlalchemy as sa
+import structlog
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from service import logs
 from service.config import ConfigError, Settings
@@ -28,7 +30,9 @@ from service.preflight import (
     check_namespace,
     wait_until_ready,
 )
+from service.scopes import Scope
 from service.tokens import create_token, list_tokens, revoke_token
+from service.web.server import server_options
 
 
 def _settings() -> Settings:
@@ -41,6 +45,18 @@ def _settings() -> Settings:
     return settings
 
 
+def _start_logs(settings: Settings, process: str) -> None:
+    """Set up this role's logs; say where the database comes from if DATABASE_URL did not."""
+    logs.configure(settings, process=process)
+    if settings.database_url_from_link:
+        structlog.get_logger("jobrunner").info(
+            "DATABASE_URL is unset: using the docker-link variables MYSQL_PORT_3306_TCP_ADDR, "
+            "MYSQL_PORT_3306_TCP_PORT, MYSQL_DATABASE_NAME, MYSQL_ENV_MYSQL_USER and "
+            "MYSQL_ENV_MYSQL_PASSWORD, as the original did",
+            database=make_url(settings.database_url).render_as_string(hide_password=True),
+        )
+
+
 def _ready(settings: Settings, checks: list[Check]) -> None:
     try:
         wait_until_ready(settings, checks)
@@ -50,7 +66,7 @@ def _ready(settings: Settings, checks: list[Check]) -> None:
 
 def migrate() -> None:
     settings = _settings()
-    logs.configure(settings, process="release")
+    _start_logs(settings, "release")
     try:
         applied = apply_migrations(settings.database_url)
     except Exception as exc:
@@ -62,7 +78,7 @@ def migrate() -> None:
 
 def web() -> None:
     settings = _settings()
-    logs.configure(settings, process="web")
+    _start_logs(settings, "web")
     _ready(settings, [check_database, check_broker, check_namespace, check_auth])
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: end with 0, a
     # clean stop for supervisors, instead of dying of it
@@ -74,16 +90,13 @@ def web() -> None:
         port=settings.port,
         workers=settings.web_concurrency,
         loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        **server_options(settings),
     )
 
 
 def worker() -> None:
     settings = _settings()
-    logs.configure(settings, process="worker")
+    _start_logs(settings, "worker")
     _ready(settings, [check_database, check_broker, check_namespace])
     shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
     argv = [
@@ -117,16 +130,16 @@ def _engine() -> sa.Engine:
     return create_engine(settings.database_url, pool_size=1, max_overflow=0)
 
 
-def token_create(name: str) -> None:
+def token_create(name: str, scope: str) -> None:
     engine = _engine()
     try:
-        value = create_token(engine, name)
+        value = create_token(engine, name, Scope(scope))
     except (ValueError, JobRunnerError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         engine.dispose()
     click.echo(value)
-    click.echo(f"token {name!r} created; it is not shown again", err=True)
+    click.echo(f"token {name!r} ({scope}) created; it is not shown again", err=True)
 
 
 def token_list() -> None:
@@ -136,7 +149,7 @@ def token_list() -> None:
     finally:
         engine.dispose()
     for info in tokens:
-        click.echo(f"{info.name}\t{info.created_at:%Y-%m-%dT%H:%M:%SZ}")
+        click.echo(f"{info.name}\t{info.scope}\t{info.created_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 def token_revoke(name: str) -> None:

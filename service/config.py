@@ -2,7 +2,9 @@
 
 Names without a prefix (`DATABASE_URL`, `REDIS_URL`, `JOB_HOME`, `PORT`, `WORKER_PROCESSES`,
 `WORKER_THREADS`) are the public ones that deployments and acceptance tests set; everything
-specific to this project is `JOBRUNNER_*`.
+specific to this project is `JOBRUNNER_*`. As the original did, a deployment may give the
+database as docker-link variables (`MYSQL_PORT_3306_TCP_ADDR`, ...: `LINK_VARIABLES`) instead
+of `DATABASE_URL`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from service.policy import CommandPolicy
-from service.states import RetryPolicy
+from service.scopes import parse_entry
+from service.states import Retention, RetryPolicy
 
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+#: the original's database variables (docker `--link` names), and what each gave it when unset
+LINK_VARIABLES = {
+    "MYSQL_PORT_3306_TCP_ADDR": "127.0.0.1",  # the original: localhost
+    "MYSQL_PORT_3306_TCP_PORT": "3306",
+    "MYSQL_DATABASE_NAME": "http_job_runner_production",
+    "MYSQL_ENV_MYSQL_USER": "root",
+    "MYSQL_ENV_MYSQL_PASSWORD": "",
+}
 
 
 class ConfigError(ValueError):
@@ -52,6 +65,39 @@ def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float =
     return value
 
 
+def _optional_seconds(env: Mapping[str, str], name: str) -> float | None:
+    """Seconds (0 or more), or None when the variable is unset or empty."""
+    return _seconds(env, name, -1.0) if env.get(name, "").strip() else None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default)."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def docker_link_url(env: Mapping[str, str]) -> str | None:
+    """DATABASE_URL as the original's docker-link variables give it, None if none is set:
+    `mysql+mysqldb://USER:PASSWORD@ADDR:PORT/NAME`, each missing part as the original had it."""
+    if not any(env.get(name, "").strip() for name in LINK_VARIABLES):
+        return None
+    given = {name: env.get(name, "").strip() or default for name, default in LINK_VARIABLES.items()}
+    port = given["MYSQL_PORT_3306_TCP_PORT"]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"MYSQL_PORT_3306_TCP_PORT must be a port number, got {port!r}")
+    url = sa.URL.create(
+        "mysql+mysqldb",
+        username=given["MYSQL_ENV_MYSQL_USER"],
+        password=given["MYSQL_ENV_MYSQL_PASSWORD"] or None,
+        host=given["MYSQL_PORT_3306_TCP_ADDR"],
+        port=int(port),
+        database=given["MYSQL_DATABASE_NAME"],
+    )
+    return url.render_as_string(hide_password=False)
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
@@ -61,6 +107,8 @@ class Settings:
     """Every knob of the service, with the defaults a fresh install runs with."""
 
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
+    #: True when DATABASE_URL was unset and built from the docker-link variables (said at start)
+    database_url_from_link: bool = False
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     #: prefix of every Redis key and channel; empty: this deployment's own (service.deployment)
     redis_namespace: str = ""
@@ -79,6 +127,8 @@ class Settings:
     max_retries_limit: int = 100
     retry_backoff: float = 10.0
     retry_backoff_max: float = 3600.0
+    #: `exponential` (retry_backoff, doubling, capped) or `delayed_job` (attempts^4 + 5 s)
+    retry_schedule: str = "exponential"
     kill_grace: float = 5.0
     output_limit: int = 1024 * 1024
     max_body_size: int = 1024 * 1024
@@ -91,12 +141,17 @@ class Settings:
     sweep_interval: float = 1.0
     shutdown_grace: float = 30.0
     retention: float = 7 * 24 * 3600.0
+    #: by outcome (JOBRUNNER_RETENTION_SUCCEEDED, ...); None: `retention`
+    retention_succeeded: float | None = None
+    retention_failed: float | None = None
+    retention_cancelled: float | None = None
 
     #: PATH of job commands; JOB_HOME/bin comes first
     job_path: str = "/usr/local/bin:/usr/bin:/bin"
     #: names of worker environment variables passed on to job commands
     pass_env: tuple[str, ...] = ()
-    #: tokens accepted besides those in the database (never shown: repr=False)
+    #: tokens accepted besides those in the database, as written in JOBRUNNER_API_TOKENS:
+    #: `scope:token` or a bare (admin) token (service.scopes; never shown: repr=False)
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     #: False only when JOBRUNNER_AUTH=off: every endpoint open, loudly logged
     auth_enabled: bool = True
@@ -108,19 +163,44 @@ class Settings:
     max_queues: int = 1000
     #: patterns of the queue names jobs may use; empty means any valid name
     allowed_queues: tuple[str, ...] = ()
-    #: patterns of the env names a job may set when a command policy is on; empty means any
-    #: name that is not on the deny-list (see service.policy)
+    #: patterns of the env names a job may set when a command policy is on; empty means none
+    #: (see service.policy)
     allowed_env: tuple[str, ...] = ()
+    #: `refuse`: an unknown job field is a 422; `ignore`: dropped, as the original's strong
+    #: parameters did
+    unknown_fields: str = "refuse"
     #: which machine this is, for telling whether a pid of another worker is alive; empty: the
     #: kernel's boot id and this pid namespace (service.workers.machine)
     machine_id: str = ""
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
+    #: how long a client may take to send a request's headers, then its body, and how long a
+    #: connection may stay idle between requests (service.web.server)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: int = 5
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(base=self.retry_backoff, cap=self.retry_backoff_max)
+        return RetryPolicy(
+            base=self.retry_backoff,
+            cap=self.retry_backoff_max,
+            delayed_job=self.retry_schedule == "delayed_job",
+        )
+
+    @property
+    def retention_policy(self) -> Retention:
+        """How long final jobs are kept, by how they ended (API.md section 10)."""
+
+        def kept(value: float | None) -> float:
+            return self.retention if value is None else value
+
+        return Retention(
+            succeeded=kept(self.retention_succeeded),
+            failed=kept(self.retention_failed),
+            cancelled=kept(self.retention_cancelled),
+        )
 
     @cached_property
     def command_policy(self) -> CommandPolicy:
@@ -149,8 +229,10 @@ class Settings:
         auth = (env.get("JOBRUNNER_AUTH", "").strip() or "on").lower()
         if auth not in ("on", "off"):
             raise ConfigError(f"JOBRUNNER_AUTH must be on or off, got {auth!r}")
+        link_url = None if env.get("DATABASE_URL", "").strip() else docker_link_url(env)
         settings = cls(
-            database_url=env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            database_url=env.get("DATABASE_URL", "").strip() or link_url or DEFAULT_DATABASE_URL,
+            database_url_from_link=link_url is not None,
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
             redis_namespace=env.get("JOBRUNNER_REDIS_NAMESPACE", "").strip(),
             job_home=job_home,
@@ -165,6 +247,7 @@ class Settings:
             default_max_retries=_int(env, "JOBRUNNER_DEFAULT_MAX_RETRIES", 0),
             retry_backoff=_seconds(env, "JOBRUNNER_RETRY_BACKOFF", 10.0),
             retry_backoff_max=_seconds(env, "JOBRUNNER_RETRY_BACKOFF_MAX", 3600.0),
+            retry_schedule=_choice(env, "JOBRUNNER_RETRY_SCHEDULE", ("exponential", "delayed_job")),
             kill_grace=_seconds(env, "JOBRUNNER_KILL_GRACE", 5.0),
             output_limit=_int(env, "JOBRUNNER_OUTPUT_LIMIT", 1024 * 1024, minimum=1024),
             max_body_size=_int(env, "JOBRUNNER_MAX_BODY_SIZE", 1024 * 1024, minimum=1024),
@@ -172,7 +255,10 @@ class Settings:
             lease_timeout=_seconds(env, "JOBRUNNER_LEASE_TIMEOUT", 15.0, minimum=0.5),
             sweep_interval=_seconds(env, "JOBRUNNER_SWEEP_INTERVAL", 1.0, minimum=0.05),
             shutdown_grace=_seconds(env, "JOBRUNNER_SHUTDOWN_GRACE", 30.0),
-            retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0, minimum=1.0),
+            retention=_seconds(env, "JOBRUNNER_RETENTION", 7 * 24 * 3600.0),
+            retention_succeeded=_optional_seconds(env, "JOBRUNNER_RETENTION_SUCCEEDED"),
+            retention_failed=_optional_seconds(env, "JOBRUNNER_RETENTION_FAILED"),
+            retention_cancelled=_optional_seconds(env, "JOBRUNNER_RETENTION_CANCELLED"),
             job_path=env.get("JOBRUNNER_JOB_PATH", "").strip() or "/usr/local/bin:/usr/bin:/bin",
             pass_env=_list(env, "JOBRUNNER_PASS_ENV"),
             api_tokens=_list(env, "JOBRUNNER_API_TOKENS"),
@@ -182,11 +268,20 @@ class Settings:
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
             max_queues=_int(env, "JOBRUNNER_MAX_QUEUES", 1000),
             allowed_queues=_list(env, "JOBRUNNER_ALLOWED_QUEUES"),
+            unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
             machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),
+            header_timeout=_seconds(env, "JOBRUNNER_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            body_timeout=_seconds(env, "JOBRUNNER_BODY_TIMEOUT", 30.0, minimum=0.1),
+            keepalive_timeout=_int(env, "JOBRUNNER_KEEPALIVE_TIMEOUT", 5, minimum=1),
         )
+        for entry in settings.api_tokens:
+            try:
+                parse_entry(entry)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if settings.default_timeout > settings.max_timeout:
             raise ConfigError("JOBRUNNER_DEFAULT_TIMEOUT must not exceed JOBRUNNER_MAX_TIMEOUT")
         if settings.heartbeat_interval * 4 > settings.lease_timeout:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from service.errors import DatabaseUnavailable, LockConflict
+from service.errors import DatabaseUnavailable, LockConflict, RejectedByDatabase
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,6 +86,8 @@ api_tokens = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # read, submit or admin (service.scopes); migration 0005
+    sa.Column("scope", sa.String(16), nullable=False, server_default="admin"),
     sa.UniqueConstraint("name", name="uq_api_tokens_name"),
     sa.UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
 )
@@ -230,24 +232,47 @@ def _create_sqlite_engine(url: sa.URL, *, pool_size: int, max_overflow: int) -> 
     return engine
 
 
+#: MySQL/MariaDB errors that refuse a row's data, reported as OperationalError by the driver:
+#: a CHECK constraint failed (MariaDB 4025, MySQL 3819: the JSON checks), invalid JSON text
+#: (MySQL 3140), a string the column's character set cannot hold (1366, 1367)
+DATA_REFUSED = frozenset({4025, 3819, 3140, 1366, 1367})
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """`engine.begin()`, with driver failures turned into LockConflict (a deadlock or a lock
-    wait timeout: the transaction was rolled back, run it again) or DatabaseUnavailable."""
+    wait timeout: the transaction was rolled back, run it again), RejectedByDatabase (the
+    database, or the driver, refused the data: the request's fault, not an outage) or
+    DatabaseUnavailable (an outage: only that is a 503)."""
     try:
         with engine.begin() as conn:
             yield conn
+    except UnicodeEncodeError as exc:  # the driver met text it cannot encode (a lone surrogate)
+        raise RejectedByDatabase("it holds text that is not valid Unicode") from exc
+    except sa.exc.DataError as exc:  # out of range, too long, ...
+        raise _refused(exc) from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
         if is_lock_conflict(exc):
             raise LockConflict() from exc
+        if error_code(exc) in DATA_REFUSED:
+            raise _refused(exc) from exc
         raise DatabaseUnavailable() from exc
+
+
+def _refused(exc: BaseException) -> RejectedByDatabase:
+    return RejectedByDatabase(f"the database refused its data (error {error_code(exc)})")
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL/MariaDB error number of a driver error, if it has one."""
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+    return code if isinstance(code, int) else None
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
     """Deadlock (1213) or lock wait timeout (1205): a conflict, not an outage."""
-    orig = getattr(exc, "orig", None)
-    code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
-    return code in (1205, 1213)
+    return error_code(exc) in (1205, 1213)
 
 
 #: how often a transaction that met a lock conflict is run again before LockConflict escapes

@@ -23,6 +23,7 @@ Besides messages, notices on the bus (service.bus: Redis pub/sub, or in-process)
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ ACTOR_NAME = "run_job"
 #: queues (WORKER_QUEUES) consumes a Dramatiq queue of each name instead: the threads and
 #: connections of a worker depend on its configuration, never on how many job queues exist.
 ANY_QUEUE = "jobrunner.any"
+#: the state an end message gives for a job a client deleted (it has no state any more)
+JOB_DELETED = "deleted"
 #: a wake-up counts as pending for at most this long: if its message is lost, a job of the queue
 #: committed later sends another (and the sweeper wakes queues whose head job waits too long)
 WAKE_PENDING_MS = 2000
@@ -63,9 +66,11 @@ def output_chunk(offset: int, data: bytes) -> bytes:
     return b"C%d " % offset + data
 
 
-def attempt_end(state: str) -> bytes:
-    """A live output message: an attempt ended, and the job is now `state`."""
-    return b"E" + state.encode()
+def attempt_end(state: str, exit_code: int | None = None, last_error: str | None = None) -> bytes:
+    """A live output message: an attempt ended, and the job is now `state` (or JOB_DELETED),
+    with this exit code and last error: what a follower reports if the job is gone by the
+    time it reads it (deleted on success when JOBRUNNER_RETENTION_SUCCEEDED is 0)."""
+    return b"E" + json.dumps([state, exit_code, last_error]).encode()
 
 
 def wake_message(queue: str, dramatiq_queue: str = ANY_QUEUE) -> dramatiq.Message[Any]:

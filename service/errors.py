@@ -8,6 +8,7 @@
      │    ├── PayloadTooLarge     413
      │    ├── UnsupportedMediaType 415
      │    └── ValidationFailed    422 field -> list of messages
+     │         └── RejectedByDatabase 422 the database refused a row's data (not an outage)
      └── DatabaseUnavailable      503 (raised at the db boundary, from driver errors)
           └── LockConflict        503 a deadlock or lock wait timeout that outlived its retries
 
@@ -66,14 +67,32 @@ class UnsupportedMediaType(ApiError):
     status_code = 415
 
 
+def printable(text: str) -> str:
+    """Text that a client sent, safe to echo in a response: what is not valid Unicode (a lone
+    surrogate, from JSON or from a byte that is not UTF-8) written as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ValidationFailed(ApiError):
     """Some fields are invalid."""
 
     status_code = 422
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("invalid fields: " + ", ".join(sorted(errors)))
-        self.errors = errors
+        # field names and messages may echo what a client sent (an unknown field's name)
+        self.errors = {
+            printable(name): [printable(message) for message in messages]
+            for name, messages in errors.items()
+        }
+        super().__init__("invalid fields: " + ", ".join(sorted(self.errors)))
+
+
+class RejectedByDatabase(ValidationFailed):
+    """The database refused the data of this request (a check constraint, text it cannot
+    store): the request's fault, not an outage. Validation should have caught it first."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__({"job": [f"could not be stored: {reason}"]})
 
 
 class DatabaseUnavailable(JobRunnerError):

@@ -58,6 +58,7 @@ from service.states import (
     NOT_STARTED,
     WAITING,
     EndReason,
+    Retention,
     RetryPolicy,
     State,
     StopReason,
@@ -192,6 +193,17 @@ def _require(conn: Connection, job_id: int) -> Job:
     return job
 
 
+def _ended(conn: Connection, job_id: int, state: State, retention: Retention | None) -> State:
+    """A job has just become `state` (final): delete it there and then, in the same
+    transaction, if its retention is 0 (clients that poll until 404, as delayed_job's did).
+    Otherwise the sweeper purges it once its retention is over (`purge_finished`)."""
+    if retention is not None and retention.at_once(state):
+        # the row is locked already, by the UPDATE that ended it (MariaDB takes no index hint
+        # in a DELETE; a primary key equality is its plan anyway)
+        conn.execute(jobs.delete().where(jobs.c.id == job_id, jobs.c.state == state))
+    return state
+
+
 # --- clients ------------------------------------------------------------------------------
 
 
@@ -294,8 +306,9 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
 
 
 @retry_conflicts
-def cancel(engine: Engine, job_id: int) -> Job:
-    """Cancel a waiting job at once, or ask the worker running it to stop it."""
+def cancel(engine: Engine, job_id: int, retention: Retention | None = None) -> Job:
+    """Cancel a waiting job at once, or ask the worker running it to stop it. Returns the job
+    as it is now (a job deleted as it was cancelled, by `retention`, as it was then)."""
     with transaction(engine) as conn:
         now = utcnow()
         cancelled = _move(
@@ -316,7 +329,10 @@ def cancel(engine: Engine, job_id: int) -> Job:
             if result.rowcount != 1:
                 job = _require(conn, job_id)
                 raise Conflict(f"job {job_id} is already {job.state}")
-        return _require(conn, job_id)
+        job = _require(conn, job_id)
+        if cancelled:
+            _ended(conn, job_id, State.CANCELLED, retention)
+        return job
 
 
 @retry_conflicts
@@ -570,9 +586,11 @@ def _end_attempt(
     policy: RetryPolicy,
     now: dt.datetime,
     values: dict[str, Any],
+    retention: Retention | None = None,
 ) -> State | None:
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
-    while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed."""
+    while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
+    A final state with a retention of 0 deletes the job at once (`_ended`)."""
     values = dict(
         values,
         exit_code=outcome.exit_code,
@@ -584,7 +602,7 @@ def _end_attempt(
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
-        return State.SUCCEEDED if moved else None
+        return _ended(conn, job_id, State.SUCCEEDED, retention) if moved else None
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
@@ -595,20 +613,26 @@ def _end_attempt(
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
         moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
-        return State.CANCELLED if moved else None
+        return _ended(conn, job_id, State.CANCELLED, retention) if moved else None
     moved = _move(
         conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
-    return State.FAILED if moved else None
+    return _ended(conn, job_id, State.FAILED, retention) if moved else None
 
 
 @retry_fenced
 def finish(
-    engine: Engine, job: ClaimedJob, outcome: Outcome, output: OutputSnapshot, policy: RetryPolicy
+    engine: Engine,
+    job: ClaimedJob,
+    outcome: Outcome,
+    output: OutputSnapshot,
+    policy: RetryPolicy,
+    retention: Retention | None = None,
 ) -> State | None:
-    """Record the end of an attempt; return the job's new state, None if it was not ours."""
+    """Record the end of an attempt; return the job's new state, None if it was not ours.
+    (With `retention`, a job whose final state is kept 0 seconds is deleted at once.)"""
     with transaction(engine) as conn:
-        return _finish_in(conn, job, outcome, output, policy)
+        return _finish_in(conn, job, outcome, output, policy, retention)
 
 
 @retry_conflicts
@@ -619,15 +643,21 @@ def finish_and_claim(
     output: OutputSnapshot,
     policy: RetryPolicy,
     then: NextClaim,
+    retention: Retention | None = None,
 ) -> tuple[State | None, ClaimedJob | None]:
     """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
     worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
     with transaction(engine) as conn:
-        return _finish_in(conn, job, outcome, output, policy), _claim_in(conn, then)
+        return _finish_in(conn, job, outcome, output, policy, retention), _claim_in(conn, then)
 
 
 def _finish_in(
-    conn: Connection, job: ClaimedJob, outcome: Outcome, output: OutputSnapshot, policy: RetryPolicy
+    conn: Connection,
+    job: ClaimedJob,
+    outcome: Outcome,
+    output: OutputSnapshot,
+    policy: RetryPolicy,
+    retention: Retention | None,
 ) -> State | None:
     values = {
         "heartbeat_at": None,
@@ -636,7 +666,16 @@ def _finish_in(
         "output_bytes": output.total,
     }
     return _end_attempt(
-        conn, job.id, job.attempt, job.max_retries, _fenced(job), outcome, policy, utcnow(), values
+        conn,
+        job.id,
+        job.attempt,
+        job.max_retries,
+        _fenced(job),
+        outcome,
+        policy,
+        utcnow(),
+        values,
+        retention,
     )
 
 
@@ -795,6 +834,7 @@ def mark_lost(
     policy: RetryPolicy,
     limit: int = 100,
     known_end: KnownEnds | None = None,
+    retention: Retention | None = None,
 ) -> list[LostAttempt]:
     """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds
     (by the database's clock): with the end their worker left behind (`known_end`) if any,
@@ -807,11 +847,15 @@ def mark_lost(
             .order_by(jobs.c.id)
             .limit(limit)
         ).all()
-    return _end_lost(engine, stale, policy, known_end, {Guard.STALE: stale_before})
+    return _end_lost(engine, stale, policy, known_end, {Guard.STALE: stale_before}, retention)
 
 
 def mark_worker_lost(
-    engine: Engine, worker: str, policy: RetryPolicy, known_end: KnownEnds | None = None
+    engine: Engine,
+    worker: str,
+    policy: RetryPolicy,
+    known_end: KnownEnds | None = None,
+    retention: Retention | None = None,
 ) -> list[LostAttempt]:
     """End every running attempt of a worker known to be gone (its presence expired, or its
     process is dead on this machine), as `mark_lost` ends a stale one."""
@@ -821,7 +865,7 @@ def mark_worker_lost(
             .where(jobs.c.state == State.RUNNING, jobs.c.locked_by == worker)
             .order_by(jobs.c.id)
         ).all()
-    return _end_lost(engine, running, policy, known_end, {Guard.LOCKED_BY: worker})
+    return _end_lost(engine, running, policy, known_end, {Guard.LOCKED_BY: worker}, retention)
 
 
 def _end_lost(
@@ -830,11 +874,13 @@ def _end_lost(
     policy: RetryPolicy,
     known_end: KnownEnds | None,
     guards: Mapping[Guard, Any],
+    retention: Retention | None,
 ) -> list[LostAttempt]:
     lost = []
     for row in rows:
         known = known_end(row.id, row.lease) if known_end is not None else None
-        state = _end_lost_attempt(engine, row, {Guard.LEASE: row.lease, **guards}, policy, known)
+        fence = {Guard.LEASE: row.lease, **guards}
+        state = _end_lost_attempt(engine, row, fence, policy, known, retention)
         if state is not None:
             outcome = known.outcome if known is not None else None
             lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
@@ -848,6 +894,7 @@ def _end_lost_attempt(
     fence: Mapping[Guard, Any],
     policy: RetryPolicy,
     known: KnownEnd | None,
+    retention: Retention | None,
 ) -> State | None:
     values: dict[str, Any] = {"heartbeat_at": None}
     outcome = WORKER_LOST
@@ -860,20 +907,37 @@ def _end_lost_attempt(
         )
     with transaction(engine) as conn:
         return _end_attempt(
-            conn, row.id, row.attempts, row.max_retries, fence, outcome, policy, utcnow(), values
+            conn,
+            row.id,
+            row.attempts,
+            row.max_retries,
+            fence,
+            outcome,
+            policy,
+            utcnow(),
+            values,
+            retention,
         )
 
 
+def purge_finished(engine: Engine, retention: Retention, batch: int = 500) -> int:
+    """Delete a batch of final jobs (and their output) of each outcome whose retention is
+    over; return how many. Short transactions: call it again until it returns 0."""
+    by_age: dict[float, list[State]] = {}
+    for state in sorted(FINAL):
+        by_age.setdefault(retention.of(state), []).append(state)
+    return sum(_purge(engine, states, seconds, batch) for seconds, states in sorted(by_age.items()))
+
+
 @retry_conflicts
-def purge_finished(engine: Engine, older_than: float, batch: int = 500) -> int:
-    """Delete one batch of final jobs (and their output) finished more than `older_than`
-    seconds ago; return how many. Short transactions: call it again until it returns 0."""
+def _purge(engine: Engine, states: list[State], older_than: float, batch: int) -> int:
+    """One batch of the jobs in `states` finished more than `older_than` seconds ago."""
     with transaction(engine) as conn:
         cutoff = utcnow() - dt.timedelta(seconds=older_than)
         ids = (
             conn.execute(
                 sa.select(jobs.c.id)
-                .where(jobs.c.finished_at < cutoff, jobs.c.state.in_(sorted(FINAL)))
+                .where(jobs.c.finished_at < cutoff, jobs.c.state.in_(states))
                 .order_by(jobs.c.finished_at)
                 .limit(batch)
             )
@@ -885,7 +949,7 @@ def purge_finished(engine: Engine, older_than: float, batch: int = 500) -> int:
         deleted = conn.execute(
             jobs.delete().where(
                 jobs.c.id.in_(sorted(ids)),
-                jobs.c.state.in_(sorted(FINAL)),
+                jobs.c.state.in_(states),
                 jobs.c.finished_at < cutoff,
             )
         )

@@ -3,12 +3,19 @@
 Our own code logs events with fields (`log.info("job finished", job_id=7, state="failed")`);
 the lines of libraries (uvicorn, Dramatiq) go through the same renderer. Env values, tokens and
 output never go into a log line: callers pass ids and states, not payloads.
+
+Some values come from clients (a request's path, above all), so no value may break a line or
+fake one: in the console format every control character (and every Unicode line or paragraph
+separator, and the bidirectional overrides that reorder what a terminal shows) is escaped
+(`\r`, `\x1b`, `\u2028`) before rendering; the JSON format escapes them by itself.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
 
@@ -23,12 +30,14 @@ def configure(settings: Settings, *, process: str) -> None:
     handler with the same processors and renderer.
     """
     renderer: structlog.types.Processor
+    escape: list[structlog.types.Processor] = []
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.processors.LogfmtRenderer(
             key_order=["timestamp", "level", "event"], drop_missing=True
         )
+        escape = [escape_controls]
     level = logging.getLevelName(settings.log_level.upper())
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
@@ -38,6 +47,7 @@ def configure(settings: Settings, *, process: str) -> None:
             stamp,
             _add_process(process),
             structlog.processors.format_exc_info,
+            *escape,
             renderer,
         ],
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
@@ -54,6 +64,7 @@ def configure(settings: Settings, *, process: str) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            *escape,
             renderer,
         ],
     )
@@ -77,3 +88,34 @@ def _add_process(process: str) -> structlog.types.Processor:
         return event
 
     return add
+
+
+#: C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides and isolates
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PLAIN = (int, float, bool, type(None))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """`text` with every character that could break or fake a log line escaped."""
+    return _UNSAFE.sub(_escaped, text) if _UNSAFE.search(text) else text
+
+
+def escape_controls(
+    _logger: object, _name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A processor: every key and value of the event as text with its controls escaped."""
+    safe: dict[str, Any] = {}
+    for key, value in event.items():
+        if not isinstance(value, _PLAIN):
+            value = escape(value if isinstance(value, str) else str(value))
+        safe[escape(str(key))] = value
+    return safe

@@ -9,9 +9,14 @@ With a policy set, a shell command line must not be able to run anything but its
 may hold only a program and plain arguments (letters, digits, spaces, quotes and `-_./:,@%+=`),
 with no variable assignment in front. Every shell operator, expansion or redirection (`;`, `&`,
 `|`, `$`, backticks, `<`, `>`, globs, `~`, newlines, backslashes) is refused with a 403 that
-says which character; clients send `argv` for anything else. The job's `env` may not set the
-variables that change which code a program loads (`PATH`, `LD_*`, `BASH_ENV`, `PYTHON*`, ...);
-`JOBRUNNER_ALLOWED_ENV` narrows it further to an allow-list.
+says which character. The same rule holds for every `argv` item and every `env` value: an
+allowed program cannot be handed `--eval=$(shell id)` as an argument or in a variable.
+
+The job's `env` names must be allowed explicitly (`JOBRUNNER_ALLOWED_ENV`, patterns; none by
+default): a deny-list always misses one (`MAKEFLAGS`, `JDK_JAVA_OPTIONS`, `OPENSSL_CONF`,
+`LESSOPEN`, ...). The variables that change which code runs (`DENIED_ENV`: `PATH`, `LD_*`,
+`PYTHON*`, ...) are not let through by a wildcard either: only by their exact name.
+Without a policy nothing of this applies: whoever may run any command may set any variable.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ PLAIN_CHARACTERS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t'\"_./:,@%+=-"
 )
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-#: environment variables a job may not set under a policy: they change what code runs
+#: environment variables that change what code runs: under a policy, a wildcard of
+#: JOBRUNNER_ALLOWED_ENV never allows them, only their exact name does
 DENIED_ENV = (
     "PATH",
     "LD_*",
@@ -79,6 +85,13 @@ def _env_glob(pattern: str) -> re.Pattern[str]:
     return re.compile(re.escape(pattern).replace(r"\*", ".*") + r"\Z")
 
 
+PLAIN_RULE = "letters, digits, spaces, quotes and -_./:,@%+="
+
+
+def _first_unplain(text: str) -> str | None:
+    return next((char for char in text if char not in PLAIN_CHARACTERS), None)
+
+
 def normalise_program(program: str) -> str | None:
     """The program path as the policy compares it; None if it climbs out with `..`."""
     if "/" not in program:
@@ -94,15 +107,19 @@ class CommandPolicy:
     programs: tuple[re.Pattern[str], ...]
     allowed_env: tuple[re.Pattern[str], ...]
     denied_env: tuple[re.Pattern[str], ...]
+    #: the names JOBRUNNER_ALLOWED_ENV lists exactly (no wildcard)
+    named_env: frozenset[str] = frozenset()
 
     @classmethod
     def from_patterns(
         cls, programs: Iterable[str], allowed_env: Iterable[str] = ()
     ) -> CommandPolicy:
+        allowed = tuple(allowed_env)
         return cls(
             programs=tuple(_glob(p) for p in programs),
-            allowed_env=tuple(_env_glob(p) for p in allowed_env),
+            allowed_env=tuple(_env_glob(p) for p in allowed),
             denied_env=tuple(_env_glob(p) for p in DENIED_ENV),
+            named_env=frozenset(p for p in allowed if "*" not in p),
         )
 
     @property
@@ -115,29 +132,53 @@ class CommandPolicy:
         """Raise CommandNotAllowed unless the job may run under this policy."""
         if not self.active:
             return
-        program = argv[0] if argv else self._shell_program(command or "")
+        if argv:
+            for number, item in enumerate(argv):
+                bad = _first_unplain(item)
+                if bad is not None:
+                    raise CommandNotAllowed(
+                        f"under the command policy argv items may hold only {PLAIN_RULE}, "
+                        f"not {bad!r} (item {number})"
+                    )
+            program = argv[0]
+        else:
+            program = self._shell_program(command or "")
         normal = normalise_program(program)
         if normal is None or not any(p.match(normal) for p in self.programs):
             raise CommandNotAllowed(
                 f"program {program[:200]!r} is not allowed by the command policy "
                 "(JOBRUNNER_ALLOWED_COMMANDS)"
             )
-        for name in env or {}:
-            if any(p.match(name) for p in self.denied_env) or (
-                self.allowed_env and not any(p.match(name) for p in self.allowed_env)
-            ):
-                raise CommandNotAllowed(
-                    f"env variable {name[:64]!r} may not be set under the command policy"
-                )
+        for name, value in (env or {}).items():
+            self._check_env(name, value)
+
+    def env_allowed(self, name: str) -> bool:
+        """Whether a job may set `name` under this policy: allowed by a pattern of
+        JOBRUNNER_ALLOWED_ENV, and by its exact name if it changes what code runs."""
+        if any(p.match(name) for p in self.denied_env):
+            return name in self.named_env
+        return any(p.match(name) for p in self.allowed_env)
+
+    def _check_env(self, name: str, value: str) -> None:
+        if not self.env_allowed(name):
+            raise CommandNotAllowed(
+                f"env variable {name[:64]!r} is not allowed by the command policy: the "
+                "variables jobs may set are listed in JOBRUNNER_ALLOWED_ENV"
+            )
+        bad = _first_unplain(value)
+        if bad is not None:
+            raise CommandNotAllowed(
+                f"under the command policy env values may hold only {PLAIN_RULE}, not {bad!r} "
+                f"(in {name[:64]})"
+            )
 
     @staticmethod
     def _shell_program(line: str) -> str:
-        bad = next((char for char in line if char not in PLAIN_CHARACTERS), None)
+        bad = _first_unplain(line)
         if bad is not None:
             raise CommandNotAllowed(
                 f"under the command policy a shell command line may hold only a program and "
-                f"plain arguments (letters, digits, spaces, quotes and -_./:,@%+=), not {bad!r}: "
-                "send argv instead"
+                f"plain arguments ({PLAIN_RULE}), not {bad!r}: send argv instead"
             )
         try:
             words = shlex.split(line)

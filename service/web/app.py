@@ -29,6 +29,7 @@ from service.errors import JobRunnerError, ValidationFailed
 from service.metrics import RECORDER, Flusher
 from service.preflight import check_auth
 from service.queue_names import QueueNames
+from service.web.access import check_declared, public_paths
 from service.web.auth import BearerAuth, TokenStore
 from service.web.follow import OutputHub
 from service.web.guard import ServedHosts, UnauthenticatedGuard
@@ -188,10 +189,15 @@ def create_app(
                 shared.broker.close()
             engine.dispose()
 
-    middleware = [Middleware(RequestLog), Middleware(BearerAuth, store_of=_token_store)]
+    check_declared(routes)  # every route says which token scope it needs
+    public = public_paths(routes)
+    middleware = [
+        Middleware(RequestLog),
+        Middleware(BearerAuth, store_of=_token_store, public=public),
+    ]
     if not settings.auth_enabled:
         served = ServedHosts.of(settings.host, settings.allowed_hosts)
-        middleware.append(Middleware(UnauthenticatedGuard, served=served))
+        middleware.append(Middleware(UnauthenticatedGuard, served=served, public=public))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,4 +1,8 @@
-"""Checking requests: every path but the probes needs `Authorization: Bearer <token>`.
+"""Checking requests: every path but the public ones needs `Authorization: Bearer <token>`.
+
+Authentication only: the middleware finds which token a request carries, and grants the
+request that token's scope (service.web.access.grant); each route then checks the scope its
+method needs (service.web.access.ScopedRoute). A missing or unknown token is a 401 here.
 
 The web keeps the digests of the tokens in the database in memory and reads them again every
 few seconds: a revoked token stops working within `TOKEN_REFRESH_S`. Digests are compared in
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -20,23 +24,24 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import DatabaseUnavailable
-from service.tokens import digest, stored_digests
+from service.scopes import Scope as TokenScope
+from service.tokens import digest, env_digests, stored_digests
+from service.web.access import grant
 
 log = structlog.get_logger(__name__)
 
 TOKEN_REFRESH_S = 5.0
-#: paths served without a token: probes must work before anyone has one
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class TokenStore:
-    """The digests of every valid token, the database's refreshed every TOKEN_REFRESH_S."""
+    """The digests of every valid token with their scopes, the database's refreshed every
+    TOKEN_REFRESH_S."""
 
     def __init__(self, engine: Engine, env_tokens: tuple[str, ...]) -> None:
         self.engine = engine
-        self.env_digests = frozenset(digest(token) for token in env_tokens)
-        self.stored: frozenset[str] = frozenset()
-        self.known = self.env_digests
+        self.env_digests = env_digests(env_tokens)
+        self.stored: dict[str, TokenScope] = {}
+        self.known = dict(self.env_digests)
         self.read_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -46,20 +51,23 @@ class TokenStore:
                 return
             try:
                 self.stored = await run_in_threadpool(stored_digests, self.engine)
-                self.known = self.env_digests | self.stored
+                # a token both in the environment and in the database: the environment's scope
+                self.known = self.stored | self.env_digests
                 self.read_at = time.monotonic()
             except DatabaseUnavailable:
                 # keep the last known tokens: an outage must not lock everybody out
                 log.warning("could not read the API tokens; using the last ones read")
 
-    async def accepts(self, token: str) -> bool:
+    async def scope_of(self, token: str) -> TokenScope | None:
+        """The scope of this token, None if it is not a valid one."""
         if time.monotonic() - self.read_at >= TOKEN_REFRESH_S:
             await self._refresh()
         candidate = digest(token)
-        matched = False
-        for known in self.known:  # no early exit: the same time whatever matches
-            matched |= hmac.compare_digest(candidate, known)
-        return matched
+        found: TokenScope | None = None
+        for known, scope in self.known.items():  # no early exit: the same time whatever matches
+            if hmac.compare_digest(candidate, known):
+                found = scope
+        return found
 
 
 def _bearer_token(headers: Headers) -> str | None:
@@ -71,26 +79,35 @@ def _bearer_token(headers: Headers) -> str | None:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: every path but OPEN_PATHS needs `Authorization: Bearer <token>`."""
+    """Pure ASGI middleware: every path but `public` needs `Authorization: Bearer <token>`;
+    with no store (authentication off) every request is granted `admin`."""
 
-    def __init__(self, app: ASGIApp, store_of: Callable[[Scope], TokenStore | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        store_of: Callable[[Scope], TokenStore | None],
+        public: Collection[str],
+    ) -> None:
         self.app = app
         self.store_of = store_of
+        self.public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)  # the lifespan scope, above all, goes through
             return
         store = self.store_of(scope)
         if store is None:
+            grant(scope, TokenScope.ADMIN)
             await self.app(scope, receive, send)
             return
         token = _bearer_token(Headers(scope=scope))
         if token is None:
             response = _unauthorized("missing bearer token: send Authorization: Bearer <token>")
-        elif not await store.accepts(token):
+        elif (token_scope := await store.scope_of(token)) is None:
             response = _unauthorized("invalid token", error_code="invalid_token")
         else:
+            grant(scope, token_scope)
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)

@@ -2,7 +2,10 @@
 
 Accepted: `{"job": {...}}` or the bare object as JSON; `job[field]=value` form fields
 (`job[argv][]=...`, `job[env][NAME]=...`). Form fields outside `job[...]` are ignored, as
-Rails' strong parameters did (`utf8`, `authenticity_token`, `commit`, ...).
+Rails' strong parameters did (`utf8`, `authenticity_token`, `commit`, ...). As Rails did,
+`job[...]` fields in the query string count too (`POST /jobs?job[command]=date` with an empty
+body creates a job); a field given both there and in the body is a 422. Form text and query
+strings are decoded strictly (service.web.forms).
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from service.config import Settings
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.web import forms
 from service.web.schemas import coerce_form_fields, coerce_json_fields
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-MAX_FORM_FIELDS = 200
+URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 _JOB_KEY = re.compile(r"^job\[([A-Za-z_]+)\](?:\[([A-Za-z0-9_]*)\])?$")
 
 
@@ -28,15 +33,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    # Starlette's form parser reads the cached body instead of the (consumed) stream.
-    request._body = body
-    return body
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by the body timeout (service.web.server)
+        raise BadRequest("the connection closed before the body was complete") from None
+    return b"".join(chunks)
 
 
 def _media_type(request: Request) -> str:
@@ -49,23 +54,36 @@ def _is_json(media_type: str) -> bool:
     )
 
 
-async def read_job_fields(request: Request, limit: int) -> dict[str, Any]:
-    """The job fields a create or edit request carries, not validated yet."""
-    body = await read_body(request, limit)
+async def read_job_fields(request: Request, settings: Settings) -> dict[str, Any]:
+    """The job fields a create or edit request carries (body and query string), not
+    validated yet. With JOBRUNNER_UNKNOWN_FIELDS=ignore, what is not a job field is dropped
+    (service.web.schemas drops the unknown names), as the original did."""
+    ignore = settings.unknown_fields == "ignore"
+    query = _form_fields(forms.urlencoded(request.scope.get("query_string", b"")), ignore)
+    body = await read_body(request, settings.max_body_size)
     media_type = _media_type(request)
     if _is_json(media_type):
-        return _json_fields(body)
-    if media_type in FORM_TYPES:
-        return await _form_fields(request)
-    if not media_type and not body.strip():
-        return {}
-    raise UnsupportedMediaType(
-        f"unsupported content type {media_type or '(none)'!r}: send application/json, "
-        "application/x-www-form-urlencoded or multipart/form-data"
-    )
+        fields = _json_fields(body, ignore)
+    elif media_type == URLENCODED:
+        fields = _form_fields(forms.urlencoded(body), ignore)
+    elif media_type == MULTIPART:
+        content_type = request.headers.get("content-type", "")
+        fields = _form_fields(forms.multipart(body, content_type), ignore)
+    elif not media_type and not body.strip():
+        fields = {}
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported content type {media_type or '(none)'!r}: send application/json, "
+            f"{URLENCODED} or {MULTIPART}"
+        )
+    twice = sorted(query.keys() & fields.keys())
+    if twice:
+        message = "is given both in the query string and in the body"
+        raise ValidationFailed({name: [message] for name in twice})
+    return query | fields
 
 
-def _json_fields(body: bytes) -> dict[str, Any]:
+def _json_fields(body: bytes, ignore_unknown: bool) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -74,7 +92,7 @@ def _json_fields(body: bytes) -> dict[str, Any]:
         data.get("job"), dict
     ):  # the original's {"job": {...}}
         siblings = sorted(key for key in data if key != "job")
-        if siblings:
+        if siblings and not ignore_unknown:
             raise ValidationFailed(
                 {key[:64]: ["is not a known field (the fields go inside job)"] for key in siblings}
             )
@@ -84,14 +102,15 @@ def _json_fields(body: bytes) -> dict[str, Any]:
     return coerce_json_fields(data)
 
 
-async def _form_fields(request: Request) -> dict[str, Any]:
-    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+def _form_fields(pairs: forms.Pairs, ignore_unknown: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
+    for key, value in pairs:
         if not key.startswith("job["):
             continue
         match = _JOB_KEY.fullmatch(key)
         if match is None:
+            if ignore_unknown:
+                continue
             raise ValidationFailed({key[:64]: ["is not a known field"]})
         name, sub = match.group(1), match.group(2)
         if sub is None:

@@ -13,6 +13,12 @@ With `Accept: text/event-stream` the stream is Server-Sent Events: an `output` e
 (its data a JSON string, its `id` the byte offset after it, so `Last-Event-ID` resumes without
 loss or repeat), `gap` when bytes were dropped by the output bound, and a final `end` event with
 the job's state, exit code and last error. Otherwise it is the raw bytes, chunked.
+
+A stream ends only when the database says the job is final, or gone: end messages from workers
+(and from the web that deleted a job) are only a cue to read it. So the `end` event carries the
+job's real final state, or `deleted` (for a job deleted while followed); a job that was deleted
+the moment it ended (retention 0) ends with the state its worker announced. A web process that
+shuts down ends its streams without an `end` event: the client reconnects elsewhere.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 import structlog
 
 from service.bus import BusUnavailable, Subscriber
-from service.dispatch import Dispatcher
+from service.dispatch import JOB_DELETED, Dispatcher
 from service.queries import StoredOutput
 from service.states import FINAL
 
@@ -48,6 +54,13 @@ class Chunk:
 @dataclass(frozen=True)
 class AttemptEnd:
     state: str
+    exit_code: int | None = None
+    last_error: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """The job is final (or gone) now, as far as this message knows: time to read it."""
+        return self.state in FINAL or self.state == JOB_DELETED
 
 
 Message = Chunk | AttemptEnd | object
@@ -57,8 +70,14 @@ def parse(message: bytes) -> Chunk | AttemptEnd | None:
     if message.startswith(b"C"):
         head, _, data = message.partition(b" ")
         return Chunk(int(head[1:]), data)
-    if message.startswith(b"E"):
-        return AttemptEnd(message[1:].decode())
+    if message.startswith(b"E["):
+        try:
+            state, exit_code, last_error = json.loads(message[1:])
+        except (ValueError, TypeError):
+            return None
+        return AttemptEnd(str(state), exit_code, last_error)
+    if message.startswith(b"E"):  # from a worker of the version before: the state only
+        return AttemptEnd(message[1:].decode(errors="replace"))
     return None
 
 
@@ -155,7 +174,12 @@ class OutputHub:
 # --- the streams ---------------------------------------------------------------------------
 
 
-Load = Callable[[], Awaitable[StoredOutput]]
+#: reads the job's output and state; None once the job is gone
+Load = Callable[[], Awaitable[StoredOutput | None]]
+
+
+def _over(stored: StoredOutput | None) -> bool:
+    return stored is None or stored.state in FINAL
 
 
 class _Stream:
@@ -184,14 +208,20 @@ class _Stream:
             out += self._event("output", json.dumps(text), self.sent - pending)
         return out
 
-    def end(self, stored: StoredOutput) -> list[bytes]:
-        out = self.data(stored.offset, stored.data)
-        result = {
-            "state": stored.state,
-            "exit_code": stored.exit_code,
-            "last_error": stored.last_error,
-        }
-        return out + self._event("end", json.dumps(result), self.sent)
+    def end(self, stored: StoredOutput | None, announced: AttemptEnd | None = None) -> list[bytes]:
+        """The end of the stream: the job as the database has it, final; or, when it is gone,
+        as its last attempt's end announced it (a job deleted as soon as it ended), else
+        `deleted`."""
+        out: list[bytes] = []
+        if stored is not None:
+            out = self.data(stored.offset, stored.data)
+            result = [stored.state, stored.exit_code, stored.last_error]
+        elif announced is not None and announced.state in FINAL:
+            result = [announced.state, announced.exit_code, announced.last_error]
+        else:
+            result = [JOB_DELETED, None, None]
+        summary = dict(zip(("state", "exit_code", "last_error"), result, strict=True))
+        return out + self._event("end", json.dumps(summary), self.sent)
 
     def _event(self, name: str, data: str, event_id: int) -> list[bytes]:
         if not self.sse:
@@ -210,7 +240,7 @@ async def follow(
     queue = await hub.subscribe(job_id)  # before reading the database: nothing falls between
     try:
         stored = await load()
-        if stored.state in FINAL:
+        if stored is None or stored.state in FINAL:
             for part in stream.end(stored):
                 yield part
             return
@@ -218,6 +248,7 @@ async def follow(
             yield part
         await hub.request_output(job_id, stream.sent)
         idle = 0
+        announced: AttemptEnd | None = None
         while not hub.closed:
             try:
                 pause = IDLE_CHECKS_S[min(idle, len(IDLE_CHECKS_S) - 1)]
@@ -226,7 +257,7 @@ async def follow(
             except TimeoutError:
                 idle += 1
                 stored = await load()  # an end message may have been lost
-                if stored.state in FINAL:
+                if _over(stored):
                     break
                 for part in stream.keepalive():
                     yield part
@@ -236,12 +267,18 @@ async def follow(
             if isinstance(message, Chunk):
                 for part in stream.data(message.offset, message.data):
                     yield part
-            elif isinstance(message, AttemptEnd) and message.state in FINAL:
-                break
+            elif isinstance(message, AttemptEnd) and message.final:
+                stored = await load()
+                if _over(stored):
+                    announced = message
+                    break
+                # the database does not say so: the job was retried meanwhile, or the message
+                # came first; follow on (the next read comes after IDLE_CHECKS_S[0])
             elif message is CLOSED:
                 return
-        if not hub.closed:
-            for part in stream.end(await load()):
-                yield part
+        else:
+            return  # the web shuts down: the client reconnects elsewhere
+        for part in stream.end(stored, announced):
+            yield part
     finally:
         await hub.unsubscribe(job_id, queue)

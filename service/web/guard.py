@@ -28,8 +28,6 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.web.auth import OPEN_PATHS
-
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -120,12 +118,13 @@ class UnauthenticatedGuard:
     """Pure ASGI middleware for a server without authentication: the Host and cross-site
     checks of the module docstring."""
 
-    def __init__(self, app: ASGIApp, served: ServedHosts) -> None:
+    def __init__(self, app: ASGIApp, served: ServedHosts, public: frozenset[str]) -> None:
         self.app = app
         self.served = served
+        self.public = public  # the probes: no Host check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

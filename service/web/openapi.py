@@ -3,7 +3,9 @@
 Its schemas are generated from the models that validate requests and shape responses
 (service.web.schemas: the job fields with the running settings' limits filled in, and the job
 resource); only the structure around them is written here: which of command and argv a body
-must hold, the form fields, the operations and their answers.
+must hold, the form fields, the operations and their answers. The token scope each operation
+needs comes from the routes themselves (service.web.access): its security requirement names
+it, and its 403 says so; an operation documented here that no route declares is an error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from functools import cache
 from typing import Any
 
 from service.config import Settings
+from service.scopes import Scope
 from service.states import State
+from service.web.access import Need
 from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
 
 REF = "#/components/schemas/{model}"
@@ -100,7 +104,8 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
-        "additionalProperties": False,
+        # JOBRUNNER_UNKNOWN_FIELDS=ignore: other fields are dropped, as the original did
+        "additionalProperties": settings.unknown_fields == "ignore",
     }
     if edit:
         # an explicit null command is a blank command; command and argv not both
@@ -125,7 +130,7 @@ def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
         "properties": {f"job[{name}]": fields[name] for name in names},
         # fields outside job[...] are ignored, as Rails did; an unknown job[...] field is not
         "patternProperties": {"^(?!job\\[)": {}},
-        "additionalProperties": False,
+        "additionalProperties": settings.unknown_fields == "ignore",
     }
     if edit:
         schema["anyOf"] = [{"required": [f"job[{name}]"]} for name in names]
@@ -181,8 +186,36 @@ JOB_LINKS = {
 }
 
 
+def _with_scopes(paths: dict[str, Any], needs: tuple[tuple[str, str, Need], ...]) -> None:
+    """Each operation's security requirement and 403, from the scope its route declares."""
+    declared = {(path, method): need for path, method, need in needs}
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            if (path, method) not in declared:
+                raise ValueError(f"{method.upper()} {path} is documented, but no route declares it")
+            need = declared[(path, method)]
+            if not isinstance(need, Scope):  # public: no token at all
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": [need.value]}]
+            outside = f"outside the token's scope (it needs {need.value} or admin)"
+            if need == Scope.ADMIN:
+                outside = "outside the token's scope (it needs admin)"
+            policy = operation["responses"].get("403")
+            description = (
+                f"{policy['description']}, or {outside}" if policy else outside.capitalize()
+            )
+            operation["responses"]["403"] = _error(description)
+            note = f"Needs a token of scope `{need.value}`."
+            operation["description"] = " ".join(filter(None, [operation.get("description"), note]))
+
+
 @cache
-def document(settings: Settings) -> dict[str, Any]:
+def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> dict[str, Any]:
+    """The document for these settings; `needs`: what each route declares it needs
+    (service.web.access.declared_needs)."""
     job = {"description": "The job", "content": _json(_ref("Job"))}
     created = {
         "description": "Created",
@@ -191,7 +224,7 @@ def document(settings: Settings) -> dict[str, Any]:
         "links": JOB_LINKS,
     }
     edit = _edit_operation(settings)
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "HTTP Job Runner",
@@ -392,7 +425,14 @@ def document(settings: Settings) -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token; its scope (read, submit or admin) is what "
+                    "each operation's security requirement names",
+                }
+            },
             "schemas": {
                 **_resource_schemas(),
                 "JobInput": _input_schema(settings, edit=False),
@@ -402,6 +442,8 @@ def document(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    _with_scopes(doc["paths"], needs)
+    return doc
 
 
 def _edit_operation(settings: Settings) -> dict[str, Any]:

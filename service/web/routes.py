@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -15,19 +14,20 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from service import jobs, queries
 from service.config import QUEUE_NAME_PATTERN, Settings
 from service.db import transaction
-from service.dispatch import Dispatcher
-from service.errors import BadRequest, DatabaseUnavailable, NotFound, ValidationFailed
+from service.dispatch import JOB_DELETED, Dispatcher, attempt_end
+from service.errors import DatabaseUnavailable, NotFound, ValidationFailed
 from service.metrics import RECORDER, JobRunnerCollector
 from service.policy import CommandPolicy
 from service.queries import Job, ListFilter
 from service.queue_names import QueueNames
+from service.scopes import Scope
 from service.states import State
 from service.web import openapi, overview
+from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
 from service.web.follow import OutputHub, follow
@@ -37,7 +37,6 @@ from service.web.submit import Submitter
 MAX_ID = 2**63 - 1
 MAX_LIST_LIMIT = 1000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
@@ -80,8 +79,8 @@ async def create_job(request: Request) -> Response:
     services = _services(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-    fields = await read_job_fields(request, services.settings.max_body_size)
+        raise ValidationFailed({"Idempotency-Key": ["must be 1 to 255 visible ASCII characters"]})
+    fields = await read_job_fields(request, services.settings)
     spec = parse_create(fields, services.settings)
     services.policy.check(spec.command, spec.argv, spec.env)  # 403 before anything is stored
     await run_in_threadpool(services.queues.admit, spec.queue)
@@ -173,7 +172,7 @@ def _edit(services: Services, job_id: int, fields: dict[str, Any]) -> None:
 async def edit_job(request: Request) -> Response:
     services = _services(request)
     job_id = _job_id(request)
-    fields = await read_job_fields(request, services.settings.max_body_size)
+    fields = await read_job_fields(request, services.settings)
     await run_in_threadpool(_edit, services, job_id, fields)
     return Response(status_code=204)
 
@@ -181,6 +180,8 @@ async def edit_job(request: Request) -> Response:
 def _delete(services: Services, job_id: int) -> None:
     if jobs.delete(services.engine, job_id) == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
+    # its followers, in any web process, end their streams (`deleted`) now
+    services.dispatcher.publish_output(job_id, attempt_end(JOB_DELETED))
 
 
 async def delete_job(request: Request) -> Response:
@@ -190,7 +191,7 @@ async def delete_job(request: Request) -> Response:
 
 
 def _cancel(services: Services, job_id: int) -> Job:
-    job = jobs.cancel(services.engine, job_id)
+    job = jobs.cancel(services.engine, job_id, services.settings.retention_policy)
     if job.state == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
     else:
@@ -216,12 +217,9 @@ async def retry_job(request: Request) -> Response:
     return _job_response(job, 202)
 
 
-def _output(engine: Engine, job_id: int) -> queries.StoredOutput:
+def _output(engine: Engine, job_id: int) -> queries.StoredOutput | None:
     with transaction(engine) as conn:
-        stored = queries.output(conn, job_id)
-    if stored is None:
-        raise NotFound(f"no job {job_id}")
-    return stored
+        return queries.output(conn, job_id)
 
 
 async def job_output(request: Request) -> Response:
@@ -240,6 +238,8 @@ async def job_output(request: Request) -> Response:
     if errors:
         raise ValidationFailed(errors)
     stored = await run_in_threadpool(_output, services.engine, job_id)
+    if stored is None:
+        raise NotFound(f"no job {job_id}")
     start = max(offset or 0, stored.offset)
     headers = {
         "X-Output-Offset": str(start),
@@ -248,13 +248,15 @@ async def job_output(request: Request) -> Response:
         "X-Job-State": stored.state,
     }
     if follow_flag in ("1", "true"):
+        streaming = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        media_type = "text/event-stream" if sse else "text/plain; charset=utf-8"
+        if request.method == "HEAD":  # the headers of the stream, and no stream to wait for
+            return Response(media_type=media_type, headers=headers | streaming)
 
-        async def load() -> queries.StoredOutput:
+        async def load() -> queries.StoredOutput | None:
             return await run_in_threadpool(_output, services.engine, job_id)
 
         stream = follow(services.hub, job_id, offset or 0, sse, load)
-        streaming = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        media_type = "text/event-stream" if sse else "text/plain; charset=utf-8"
         return StreamingResponse(stream, media_type=media_type, headers=headers | streaming)
     return Response(
         stored.data[start - stored.offset :],
@@ -309,37 +311,33 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi_document(request: Request) -> Response:
-    return JSONResponse(openapi.document(_services(request).settings))
+    return JSONResponse(openapi.document(_services(request).settings, declared_needs(routes)))
 
 
-def _by_method(**endpoints: Endpoint) -> Endpoint:
-    """One endpoint serving several methods, so that a 405 lists every allowed one."""
-
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await endpoints[method](request)
-
-    return endpoint
-
-
-def _job_routes(path: str, **endpoints: Endpoint) -> list[Route]:
+def _job_routes(path: str, **methods: tuple[Need, Endpoint]) -> list[ScopedRoute]:
     """The route and its `.json` twin, as the original's Rails routes had."""
-    endpoint = _by_method(**endpoints)
-    return [Route(p, endpoint, methods=list(endpoints)) for p in (path, f"{path}.json")]
+    return [ScopedRoute(p, **methods) for p in (path, f"{path}.json")]
 
 
+READ, SUBMIT, ADMIN = Scope.READ, Scope.SUBMIT, Scope.ADMIN
+#: every route, and the token scope each of its methods needs (service.web.access): API.md
+#: section 9 (read: GET; submit: create, cancel, retry; admin: everything)
 routes = [
-    *_job_routes("/jobs", GET=list_jobs, POST=create_job),
+    *_job_routes("/jobs", GET=(READ, list_jobs), POST=(SUBMIT, create_job)),
     *_job_routes(
-        "/jobs/{job_id:int}", GET=show_job, PUT=edit_job, PATCH=edit_job, DELETE=delete_job
+        "/jobs/{job_id:int}",
+        GET=(READ, show_job),
+        PUT=(ADMIN, edit_job),
+        PATCH=(ADMIN, edit_job),
+        DELETE=(ADMIN, delete_job),
     ),
-    Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/output", job_output, methods=["GET"]),
-    Route("/queues", overview.list_queues, methods=["GET"]),
-    Route("/workers", overview.list_workers, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/openapi.json", openapi_document, methods=["GET"]),
+    ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
+    ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
+    ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute("/queues", GET=(READ, overview.list_queues)),
+    ScopedRoute("/workers", GET=(READ, overview.list_workers)),
+    ScopedRoute("/healthz", GET=(PUBLIC, healthz)),
+    ScopedRoute("/readyz", GET=(PUBLIC, readyz)),
+    ScopedRoute("/metrics", GET=(READ, metrics)),
+    ScopedRoute("/openapi.json", GET=(READ, openapi_document)),
 ]

@@ -48,6 +48,21 @@ def is_blank(value: str) -> bool:
     return not value.strip(WHITESPACE)
 
 
+#: the message for text that cannot be stored nor given to a process: a lone surrogate, sent
+#: as JSON (`"\\ud800"`) or made of a byte that is not UTF-8 (service.web.forms)
+NOT_TEXT = "must be valid Unicode text (no lone surrogates, no bytes that are not UTF-8)"
+NUL = "must not contain NUL characters"
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is valid Unicode (encodable as UTF-8: no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: fields the server owns: accepted in a request body only to be ignored, as Rails did
 SERVER_FIELDS = frozenset(
     {
@@ -165,6 +180,8 @@ class JobFieldsBase(BaseModel):
     @classmethod
     def _run_at(cls, value: str | None) -> str | None:
         if value is not None:
+            if "\x00" in value:  # fromisoformat would overlook it
+                raise _error(NUL)
             parse_time(value)
         return value
 
@@ -251,6 +268,7 @@ _MESSAGES = {
     "string_too_long": "is too long (at most {max_length} characters)",
     "string_too_short": BLANK,
     "too_short": BLANK,
+    "string_unicode": NOT_TEXT,
 }
 #: the messages of one field's constraints, where they say more than the generic ones
 _FIELD_MESSAGES = {
@@ -270,7 +288,7 @@ def _message(field: str, error: Any) -> str:
     if kind == "string_pattern_mismatch":  # the NUL_FREE and NON_BLANK patterns
         value = error["input"]
         if isinstance(value, str) and "\x00" in value:
-            return "must not contain NUL characters"
+            return NUL
         return BLANK
     return _MESSAGES.get(kind, str(error["msg"])).format(**ctx)
 
@@ -281,7 +299,10 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
         loc = error["loc"]
         field = str(loc[0]) if loc else "job"
         if field == "env" and len(loc) == 3 and loc[2] == "[key]":
-            message = f"has an invalid variable name {str(loc[1])[:64]!r}"
+            if error["type"] == "string_unicode":
+                message = f"has a variable name that {NOT_TEXT}"
+            else:
+                message = f"has an invalid variable name {str(loc[1])[:64]!r}"
         elif len(loc) > 1:
             message = _message(field, error)
             message = f"item {loc[1]} {message}" if field == "argv" else f"{loc[1]} {message}"
@@ -291,7 +312,14 @@ def _translate(exc: ValidationError) -> dict[str, list[str]]:
     return errors
 
 
-def _validate(data: dict[str, Any], limits: Limits) -> Any:
+def _validate(data: dict[str, Any], limits: Limits, settings: Settings) -> Any:
+    if settings.unknown_fields == "ignore":  # as the original's strong parameters did
+        allowed = fields_model(limits).model_fields
+        data = {key: value for key, value in data.items() if key in allowed}
+    unnamed = [key for key in data if not is_text(key)]
+    if unnamed:  # pydantic would report it without its name
+        message = "is not a known field (its name is not valid Unicode text)"
+        raise ValidationFailed({key[:64]: [message] for key in unnamed})
     known = {key: value for key, value in data.items() if key not in SERVER_FIELDS}
     try:
         return fields_model(limits).model_validate(known, context={"limits": limits})
@@ -321,7 +349,7 @@ def coerce_form_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_create(data: dict[str, Any], settings: Settings) -> JobSpec:
     """Validate the fields of a new job; raise ValidationFailed with every problem found."""
-    fields = _validate(data, Limits.from_settings(settings))
+    fields = _validate(data, Limits.from_settings(settings), settings)
     if fields.command is None and fields.argv is None:
         raise ValidationFailed({"command": [BLANK]})
     if fields.command is not None and fields.argv is not None:
@@ -349,7 +377,7 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise ValidationFailed({"job": ["give at least one field to change"]})
     if "env" in data:
         raise ValidationFailed({"env": ["cannot be changed after the job is created"]})
-    fields = _validate(data, Limits.from_settings(settings))
+    fields = _validate(data, Limits.from_settings(settings), settings)
     given = fields.model_dump(exclude_unset=True)
     if "command" in given and given["command"] is None:
         raise ValidationFailed({"command": [BLANK]})

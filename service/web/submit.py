@@ -4,8 +4,10 @@
 thread takes every job waiting at that moment (up to MAX_BATCH), inserts them with one
 statement and one commit, then sends their messages: under load, the statement, the commit and
 the thread hop are shared by a batch; alone, a request is a batch of one. The rules are the
-same as one at a time: a job is committed before its message is sent, and a failed commit
-fails every request of its batch (nothing is half-written). Jobs with an Idempotency-Key are
+same as one at a time: a job is committed before its message is sent, and nothing is
+half-written. A batch that fails, for whatever reason, is created again one job at a time, so
+that a failure reaches only the request that caused it (a row the database refuses is that
+request's 422); only a database outage fails them all (503). Jobs with an Idempotency-Key are
 created one by one, since each may meet a key used before.
 """
 
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from service import jobs
 from service.dispatch import Dispatcher
+from service.errors import DatabaseUnavailable, LockConflict
 from service.jobs import JobSpec
 from service.metrics import RECORDER
 from service.queries import Job
@@ -30,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 MAX_BATCH = 100
 Result = tuple[Job, bool]
+Outcome = Result | BaseException
 
 
 @dataclass
@@ -93,16 +97,10 @@ class Submitter:
                 log.exception("job creation failed")
 
     def _create(self, batch: list[_Request]) -> None:
-        outcomes: dict[int, Result | BaseException] = {}
+        outcomes: dict[int, Outcome] = {}
         plain = [request for request in batch if request.key is None]
         if plain:
-            try:
-                created = jobs.create_many(self.engine, [request.spec for request in plain])
-                for request, job in zip(plain, created, strict=True):
-                    outcomes[id(request)] = (job, True)
-            except Exception as exc:
-                for request in plain:
-                    outcomes[id(request)] = exc
+            outcomes.update(self._create_plain(plain))
         for request in batch:
             if request.key is not None:
                 try:
@@ -120,3 +118,34 @@ class Submitter:
             self.dispatcher.wake(name)  # one wake-up per queue: it fans out to idle threads
         for request in batch:
             request.loop.call_soon_threadsafe(_settle, request.future, outcomes[id(request)])
+
+    def _create_plain(self, plain: list[_Request]) -> dict[int, Outcome]:
+        """Jobs without a key: in one statement, or one by one if that fails."""
+        try:
+            created = jobs.create_many(self.engine, [request.spec for request in plain])
+        except Exception as exc:
+            if len(plain) == 1:
+                return {id(plain[0]): exc}
+            log.warning(
+                "a batch of jobs failed; creating them one by one", size=len(plain), error=repr(exc)
+            )
+            return self._one_by_one(plain)
+        return {id(request): (job, True) for request, job in zip(plain, created, strict=True)}
+
+    def _one_by_one(self, plain: list[_Request]) -> dict[int, Outcome]:
+        """Each job in a transaction of its own: one that fails fails its own request only.
+        Once the database is found away, the rest fail with that outage at once (they would
+        only wait for it, one after the other)."""
+        outcomes: dict[int, Outcome] = {}
+        outage: DatabaseUnavailable | None = None
+        for request in plain:
+            if outage is not None:
+                outcomes[id(request)] = outage
+                continue
+            try:
+                outcomes[id(request)] = jobs.create(self.engine, request.spec)
+            except Exception as exc:
+                outcomes[id(request)] = exc
+                if isinstance(exc, DatabaseUnavailable) and not isinstance(exc, LockConflict):
+                    outage = exc
+        return outcomes

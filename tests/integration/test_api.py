@@ -222,7 +222,8 @@ def test_idempotency_key_returns_the_first_job(api: Api) -> None:
     assert again.json()["id"] == first.json()["id"]
     assert len(api.http.get("/jobs").json()) == 1
     bad = api.http.post("/jobs", json={"command": "true"}, headers={"Idempotency-Key": "a b"})
-    assert bad.status_code == 400
+    assert bad.status_code == 422
+    assert bad.json() == {"Idempotency-Key": ["must be 1 to 255 visible ASCII characters"]}
 
 
 def test_idempotency_key_under_concurrent_requests(api: Api) -> None:

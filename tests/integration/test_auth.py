@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from service.migrate import apply_migrations
 from tests.conftest import MYSQL_SERVER
-from tests.support import JOBRUNNER, TEST_TOKEN, Api, Process, free_port, wait_for
+from tests.support import JOBRUNNER, TEST_TOKEN, Api, Process, free_port, start_web, wait_for
 
 PROTECTED = [
     ("GET", "/jobs"),
@@ -87,6 +87,44 @@ def test_tokens_managed_in_the_database(api: Api, base_env: dict[str, str], engi
         assert run(base_env, "token", "revoke", name).returncode == 0
         wait_for(lambda: client.http.get("/jobs").status_code == 401, timeout=10, what="revoke")
     assert run(base_env, "token", "revoke", name).returncode == 1
+
+
+def test_token_scopes_from_the_cli_and_the_environment(
+    api: Api, base_env: dict[str, str], log_dir: Path
+) -> None:
+    name = f"reader-{uuid.uuid4().hex[:6]}"
+    created = run(base_env, "token", "create", name, "--scope", "read")
+    assert created.returncode == 0, created.stderr
+    reader = created.stdout.strip()
+    listed = [line.split("\t") for line in run(base_env, "token", "list").stdout.splitlines()]
+    assert [name, "read"] in [row[:2] for row in listed]
+    assert run(base_env, "token", "create", "x", "--scope", "root").returncode == 2
+    try:
+        with Api(api.base_url, token=reader) as client:
+            wait_for(lambda: client.http.get("/jobs").status_code == 200, timeout=10, what="token")
+            refused = client.http.post("/jobs", json={"command": "true"})
+            assert refused.status_code == 403
+            assert "submit" in refused.json()["error"]
+        assert api.http.get("/jobs").json() == []
+    finally:
+        run(base_env, "token", "revoke", name)
+
+    env = dict(base_env, JOBRUNNER_API_TOKENS=f"{TEST_TOKEN},submit:jr_can-submit")
+    web, url = start_web(env, log_dir)
+    try:
+        with Api(url, token="jr_can-submit") as client:
+            job = client.submit(command="true", queue="nobody-serves-it")
+            assert client.http.post(f"/jobs/{job['id']}/cancel").status_code == 202
+            assert client.http.delete(f"/jobs/{job['id']}").status_code == 403
+            assert client.job(job["id"])["state"] == "cancelled"
+    finally:
+        web.stop()
+
+
+def test_an_unknown_scope_in_the_environment_stops_the_start(base_env: dict[str, str]) -> None:
+    result = run(dict(base_env, JOBRUNNER_API_TOKENS="reed:jr_typo"), "web")
+    assert result.returncode == 1
+    assert "no scope" in result.stderr and result.stderr.strip().count("\n") == 0
 
 
 def test_tokens_never_reach_the_logs(api: Api, log_dir: Path) -> None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from service import jobs
 from service.config import Settings
 from service.jobs import Outcome, OutputSnapshot
-from service.states import RetryPolicy, State
+from service.states import Retention, RetryPolicy, State
 from service.web.schemas import parse_create
 from tests.support import age
 
@@ -163,13 +163,77 @@ def test_purge_deletes_old_final_jobs_in_batches(engine: sa.Engine, clean_db: No
     waiting = create(engine, queue="old")
 
     batches = []
-    while deleted := jobs.purge_finished(engine, older_than=60, batch=3):
+    while deleted := jobs.purge_finished(engine, Retention(60, 60, 60), batch=3):
         batches.append(deleted)
 
     assert batches == [3, 3, 1]
     with engine.begin() as conn:
         left = {row.id for row in conn.execute(sa.text("SELECT id FROM jobs"))}
     assert left == {recent, waiting}
+
+
+def _finished(engine: sa.Engine, how: str, queue: str = "kept") -> int:
+    """A job that ended `how` (succeeded, failed, cancelled), with no retention of 0."""
+    job_id = create(engine, queue=queue)
+    if how == "cancelled":
+        jobs.cancel(engine, job_id)
+        return job_id
+    claimed = jobs.claim_next(engine, queue, "w")
+    assert claimed is not None and claimed.id == job_id
+    outcome = Outcome(succeeded=True, exit_code=0) if how == "succeeded" else FAILED
+    assert jobs.finish(engine, claimed, outcome, NOTHING, POLICY) == how
+    return job_id
+
+
+FAILED = Outcome(succeeded=False, exit_code=3, error="exit status 3")
+
+
+def test_purge_keeps_each_outcome_for_its_own_retention(engine: sa.Engine, clean_db: None) -> None:
+    retention = Retention(succeeded=100, failed=10, cancelled=1000)
+    ages = {"young": 5, "middle": 50, "old": 500}
+    made = {}
+    for age_name, seconds in ages.items():
+        for how in ("succeeded", "failed", "cancelled"):
+            made[(age_name, how)] = job_id = _finished(engine, how)
+            _age(engine, job_id, "finished_at", seconds)
+    while jobs.purge_finished(engine, retention, batch=2):
+        pass
+    with engine.begin() as conn:
+        left = {row.id for row in conn.execute(sa.text("SELECT id FROM jobs"))}
+    kept = {key for key, job_id in made.items() if job_id in left}
+    assert kept == {
+        ("young", "succeeded"),
+        ("young", "failed"),
+        ("young", "cancelled"),
+        ("middle", "succeeded"),
+        ("middle", "cancelled"),
+        ("old", "cancelled"),
+    }
+
+
+def test_a_retention_of_0_deletes_a_job_as_it_ends(engine: sa.Engine, clean_db: None) -> None:
+    """As delayed_job deleted a job when it succeeded: a client polls until 404."""
+    at_once = Retention(succeeded=0, failed=0, cancelled=0)
+    waiting = create(engine, queue="zero")
+    cancelled = jobs.cancel(engine, waiting, at_once)
+    assert (cancelled.id, cancelled.state) == (waiting, "cancelled")  # the answer, then gone
+    ok, bad, lost = (create(engine, queue="zero") for _ in range(3))
+    claimed = {job.id: job for job in (jobs.claim_next(engine, "zero", "w") for _ in range(3))}
+    succeeded = Outcome(succeeded=True, exit_code=0)
+    assert jobs.finish(engine, claimed[ok], succeeded, NOTHING, POLICY, at_once) == "succeeded"
+    then = jobs.NextClaim("zero", "w")
+    state, _ = jobs.finish_and_claim(engine, claimed[bad], FAILED, NOTHING, POLICY, then, at_once)
+    assert state == "failed"
+    _age(engine, lost, "heartbeat_at", 120)
+    (gone,) = jobs.mark_lost(engine, stale_after=60, policy=POLICY, retention=at_once)
+    assert (gone.job_id, gone.state) == (lost, "failed")
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM jobs")).scalar() == 0
+    # only the outcome kept 0 seconds goes: the others stay
+    only_success = Retention(succeeded=0, failed=3600, cancelled=3600)
+    kept = create(engine, queue="zero")
+    jobs.cancel(engine, kept, only_success)
+    assert state_of(engine, kept) == "cancelled"
 
 
 def test_claims_a_worker_does_not_know_of_go_back_to_their_queue(

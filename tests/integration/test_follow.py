@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import redis
 
+from tests.conftest import REDIS_URL
 from tests.support import AUTH, Api, start_web, wait_for
 
 SSE = {**AUTH, "Accept": "text/event-stream"}
+SSE_TYPE = ("text/event-stream", "text/event-stream")
 
 
 def gated(tmp_path: Path) -> tuple[str, Path]:
@@ -145,3 +149,99 @@ def test_a_stopping_web_ends_its_follow_streams(
         gate.touch()
         web.stop()
     wait_for(lambda: worked_api.job(job["id"])["state"] == "succeeded", timeout=10)
+
+
+def _sse_reader(url: str, headers: dict[str, str]) -> tuple[threading.Thread, list[str]]:
+    """Read an SSE stream in a thread: its raw lines, as they come."""
+    lines: list[str] = []
+
+    def read() -> None:
+        with httpx.stream("GET", url, headers=headers, timeout=30) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                lines.append(line)
+        lines.append("<closed>")
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, lines
+
+
+def _end(lines: list[str]) -> dict[str, object]:
+    ends = [e for e in events(iter(lines)) if e.get("event") == "end"]
+    assert len(ends) == 1, lines
+    return json.loads(ends[0]["data"])
+
+
+def test_deleting_a_running_followed_job_ends_the_stream_with_deleted(
+    worked_api: Api, tmp_path: Path, log_dir: Path
+) -> None:
+    command, gate = gated(tmp_path)
+    job = worked_api.submit(command=command)
+    url = f"{worked_api.base_url}/jobs/{job['id']}/output?follow=1"
+    thread, lines = _sse_reader(url, SSE)
+    try:
+        wait_for(lambda: any("first" in line for line in lines), what="the first line")
+        assert worked_api.http.delete(f"/jobs/{job['id']}").status_code == 204
+        wait_for(lambda: "<closed>" in lines, timeout=5, what="the stream to end")
+    finally:
+        gate.touch()
+    thread.join(timeout=5)
+    assert _end(lines) == {"state": "deleted", "exit_code": None, "last_error": None}
+    web_logs = "".join(path.read_text() for path in log_dir.glob("web-*.log"))
+    assert "RuntimeError" not in web_logs and "Exception in ASGI" not in web_logs
+
+
+def test_deleting_a_waiting_followed_job_ends_the_stream_at_once(api: Api) -> None:
+    job = api.submit(command="true", queue="nobody-serves-it")
+    url = f"{api.base_url}/jobs/{job['id']}/output?follow=1"
+    thread, lines = _sse_reader(url, SSE)
+    wait_for(lambda: ": keepalive" in lines, what="the follower to subscribe")
+    assert api.http.delete(f"/jobs/{job['id']}").status_code == 204
+    started = time.monotonic()
+    wait_for(lambda: "<closed>" in lines, timeout=5, what="the stream to end")
+    assert time.monotonic() - started < 1  # at once: not at the next check of the database
+    thread.join(timeout=5)
+    assert _end(lines)["state"] == "deleted"
+
+
+def test_head_on_a_follow_stream_does_not_hold_the_connection(api: Api) -> None:
+    job = api.submit(command="true", queue="nobody-serves-it")
+    url = f"/jobs/{job['id']}/output?follow=1"
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    with httpx.Client(base_url=api.base_url, headers=AUTH, limits=one, timeout=10) as client:
+        for accept, media_type in (("text/plain", "text/plain"), SSE_TYPE):
+            started = time.monotonic()
+            response = client.head(url, headers={"Accept": accept})
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith(media_type)
+            assert response.headers["x-job-state"] == "queued"
+            assert response.content == b""
+            # the same connection serves the next request at once: nothing streams on it
+            assert client.get(f"/jobs/{job['id']}").status_code == 200
+            assert time.monotonic() - started < 2
+
+
+def test_the_end_event_carries_the_final_state_the_database_has(
+    api: Api, redis_namespace: str
+) -> None:
+    """An end message that the database does not bear out (a race, a retry) does not end the
+    stream: only the real final state does."""
+    job = api.submit(command="true", queue="nobody-serves-it")
+    url = f"{api.base_url}/jobs/{job['id']}/output?follow=1"
+    thread, lines = _sse_reader(url, SSE)
+    wait_for(lambda: lines.count(": keepalive") >= 1, what="the follower to subscribe")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        channel = f"{redis_namespace}:meta:out:{job['id']}"
+        for message in (b"Esucceeded", b'E["failed", 1, "exit status 1"]'):  # both formats
+            assert client.publish(channel, message) >= 1
+    finally:
+        client.close()
+    # still open after it: the next idle check comes, and the stream goes on
+    wait_for(lambda: lines.count(": keepalive") >= 2, what="the stream to go on")
+    assert "<closed>" not in lines
+    assert api.http.post(f"/jobs/{job['id']}/cancel").status_code == 202
+    wait_for(lambda: "<closed>" in lines, timeout=20, what="the stream to end")
+    thread.join(timeout=5)
+    assert _end(lines) == {"state": "cancelled", "exit_code": None, "last_error": "cancelled"}

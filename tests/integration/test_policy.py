@@ -13,7 +13,7 @@ from tests.support import Api, Process, start_web, start_worker
 
 @pytest.fixture
 def policy_env(base_env: dict[str, str]) -> dict[str, str]:
-    return dict(base_env, JOBRUNNER_ALLOWED_COMMANDS="bin/*")
+    return dict(base_env, JOBRUNNER_ALLOWED_COMMANDS="bin/*", JOBRUNNER_ALLOWED_ENV="APP_*")
 
 
 @pytest.fixture
@@ -38,6 +38,13 @@ def test_a_refused_command_gets_403_and_is_never_stored(policy_api: Api) -> None
         {"command": "rm -rf /"},
         {"argv": ["/bin/sh", "-c", "bin/hello_world.sh"]},
         {"command": "bin/hello_world.sh", "env": {"LD_PRELOAD": "/tmp/x.so"}},
+        # names that no deny-list named: under a policy only the allowed ones pass
+        {"command": "bin/hello_world.sh", "env": {"MAKEFLAGS": "--eval=x", "SHELL": "/bin/sh"}},
+        {"command": "bin/hello_world.sh", "env": {"JDK_JAVA_OPTIONS": "-XX:OnError=id"}},
+        {"command": "bin/hello_world.sh", "env": {"HOME": "/tmp"}},
+        # an allowed name with a value, or an argv item, no command line could hold
+        {"command": "bin/hello_world.sh", "env": {"APP_FLAGS": "--eval=$(shell id)"}},
+        {"argv": ["bin/hello_world.sh", "--eval=$(shell id)"]},
     ]
     for body in refused:
         response = policy_api.http.post("/jobs", json=dict(body, queue="policy"))
@@ -55,7 +62,7 @@ def test_an_allowed_command_runs_and_cannot_be_edited_into_a_refused_one(
     assert edit.status_code == 403
     assert policy_api.job(waiting["id"])["command"] == "bin/hello_world.sh"
 
-    job = policy_api.submit(command="bin/hello_world.sh", queue="policy")
+    job = policy_api.submit(command="bin/hello_world.sh", queue="policy", env={"APP_MODE": "x"})
     assert policy_api.wait(job["id"])["state"] == "succeeded"
     assert policy_api.output(job["id"]) == "Hello,\nworld!\n"
 

@@ -122,3 +122,44 @@ def test_run_mode_picks_the_role(base_env: dict[str, str], log_dir: Path, clean_
         worker.stop()
     bogus = run_role(dict(base_env, RUN_MODE="bogus"))
     assert bogus.returncode == 1 and "RUN_MODE" in bogus.stderr
+
+
+def test_the_originals_docker_link_variables_name_the_database(
+    base_env: dict[str, str], log_dir: Path
+) -> None:
+    """As the original read them: no DATABASE_URL, the database from `--link` variables."""
+    name = f"jobrunner_link_{uuid.uuid4().hex[:8]}"
+    server = sa.make_url(MYSQL_SERVER)
+    env = {k: v for k, v in base_env.items() if k != "DATABASE_URL"}
+    env.update(
+        MYSQL_PORT_3306_TCP_ADDR=server.host or "127.0.0.1",
+        MYSQL_PORT_3306_TCP_PORT=str(server.port or 3306),
+        MYSQL_DATABASE_NAME=name,
+        MYSQL_ENV_MYSQL_USER=server.username or "root",
+        MYSQL_ENV_MYSQL_PASSWORD=server.password or "",
+    )
+    try:
+        migrated = run_role(env, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        assert "docker-link variables" in migrated.stderr
+        assert f"/{name}" in migrated.stderr  # which database, its password hidden
+        port = free_port()
+        web = Process([JOBRUNNER, "web"], dict(env, PORT=str(port)), log_dir / "web-link.log")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _ready(url), timeout=20, what="the web on the linked database")
+            assert "docker-link variables" in web.output()
+        finally:
+            web.stop()
+    finally:
+        engine = sa.create_engine(MYSQL_SERVER, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        engine.dispose()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from types import SimpleNamespace
+from typing import Any
+
+import pytest
 
 from service.config import Settings
-from service.web.openapi import document
+from service.scopes import Scope
+from service.web import openapi
+from service.web.access import declared_needs
+from service.web.routes import routes
 from service.web.schemas import JobResource, Limits, fields_model, job_to_json
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    return openapi.document(settings, declared_needs(routes))
+
 
 NOW = dt.datetime(2026, 12, 1, 10, 0, 0)
 
@@ -51,3 +62,30 @@ def test_states_are_an_enum_of_the_resource() -> None:
     schemas = document(Settings())["components"]["schemas"]
     assert schemas["Job"]["properties"]["state"] == {"$ref": "#/components/schemas/State"}
     assert set(schemas["State"]["enum"]) >= {"queued", "running", "succeeded", "failed"}
+
+
+def test_each_operation_names_the_scope_its_route_needs_and_its_403() -> None:
+    paths = document(Settings())["paths"]
+    needs = {(path, method): need for path, method, need in declared_needs(routes)}
+    operations = 0
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            operations += 1
+            need = needs[(path, method)]
+            if isinstance(need, Scope):
+                assert operation["security"] == [{"bearer": [need.value]}], (path, method)
+                assert "scope" in operation["responses"]["403"]["description"], (path, method)
+            else:
+                assert operation["security"] == [] and "403" not in operation["responses"]
+    assert operations == len(needs)  # and every declared operation is documented
+    assert paths["/jobs"]["post"]["security"] == [{"bearer": ["submit"]}]
+    assert paths["/jobs/{job_id}"]["delete"]["security"] == [{"bearer": ["admin"]}]
+    assert "command policy" in paths["/jobs"]["post"]["responses"]["403"]["description"]
+
+
+def test_an_operation_no_route_declares_is_an_error() -> None:
+    needs = tuple(n for n in declared_needs(routes) if n[:2] != ("/metrics", "get"))
+    with pytest.raises(ValueError, match="/metrics"):
+        openapi.document(Settings(), needs)

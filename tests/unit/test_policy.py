@@ -94,8 +94,37 @@ def test_argv_programs_are_checked(argv: list[str]) -> None:
         POLICY.check(None, argv)
 
 
-def test_argv_arguments_are_free_since_no_shell_reads_them() -> None:
-    POLICY.check(None, ["bin/ok.sh", "; rm -rf /", "$(x)", "`y`", "> /etc/passwd"])
+def test_argv_items_hold_plain_characters_like_a_command_line() -> None:
+    POLICY.check(None, ["bin/ok.sh", "--name=value", "two words", "a:b,c@d%e+f", "'q'"])
+    for item in ("; rm -rf /", "$(x)", "`y`", "> /etc/passwd", "--eval=$(shell id)", "a\nb", "é"):
+        with pytest.raises(CommandNotAllowed, match="argv items"):
+            POLICY.check(None, ["bin/ok.sh", item])
+
+
+#: what the attack of the issue set, each with a program the policy allows: MAKEFLAGS (with
+#: SHELL) made make run `id`, JDK_JAVA_OPTIONS did the same for java; the rest change what a
+#: program reads or where it connects
+LEAKY_ENV = {
+    "MAKEFLAGS": "--eval=x",
+    "SHELL": "/tmp/x",
+    "JDK_JAVA_OPTIONS": "-XX:OnOutOfMemoryError=id",
+    "HOME": "/tmp/x",
+    "XDG_CONFIG_HOME": "/tmp/x",
+    "http_proxy": "http://evil:3128",
+    "https_proxy": "http://evil:3128",
+    "OPENSSL_CONF": "/tmp/x.cnf",
+    "LUA_INIT": "@/tmp/x.lua",
+    "LESSOPEN": "id",
+    "VIMINIT": "x",
+    "TMPDIR": "/tmp/x",
+    "TARGET": "staging",
+}
+
+
+@pytest.mark.parametrize(("name", "value"), LEAKY_ENV.items())
+def test_under_a_policy_no_env_name_is_allowed_by_default(name: str, value: str) -> None:
+    with pytest.raises(CommandNotAllowed, match="JOBRUNNER_ALLOWED_ENV"):
+        POLICY.check(None, ["/usr/bin/make", "all"], {name: value})
 
 
 @pytest.mark.parametrize(
@@ -113,21 +142,34 @@ def test_argv_arguments_are_free_since_no_shell_reads_them() -> None:
         "PERL5OPT",
     ],
 )
-def test_env_that_changes_what_code_runs_is_refused(name: str) -> None:
+def test_a_wildcard_never_allows_what_changes_the_code_that_runs(name: str) -> None:
+    anything = CommandPolicy.from_patterns(["bin/*"], allowed_env=["*"])
     with pytest.raises(CommandNotAllowed, match=name):
-        POLICY.check("bin/ok.sh", None, {name: "x"})
-    POLICY.check("bin/ok.sh", None, {"TARGET": "staging"})
+        anything.check("bin/ok.sh", None, {name: "x"})
+    anything.check("bin/ok.sh", None, {"TARGET": "staging"})
+    exact = CommandPolicy.from_patterns(["bin/*"], allowed_env=[name])
+    exact.check("bin/ok.sh", None, {name: "x"})  # the operator named it: allowed
 
 
-def test_an_env_allow_list_narrows_further() -> None:
+def test_an_env_allow_list_allows_only_what_it_names() -> None:
+    policy = CommandPolicy.from_patterns(["bin/*"], allowed_env=["APP_*", "TARGET"])
+    policy.check(None, ["bin/ok.sh"], {"APP_MODE": "x", "TARGET": "staging"})
+    for name in ("OTHER", "APP", "XAPP_MODE", "TARGETS"):
+        with pytest.raises(CommandNotAllowed):
+            policy.check(None, ["bin/ok.sh"], {name: "x"})
+
+
+@pytest.mark.parametrize("value", ["--eval=$(shell id)", "`id`", "a;b", "a\nb", "x|y", "~/x"])
+def test_env_values_hold_plain_characters_like_a_command_line(value: str) -> None:
     policy = CommandPolicy.from_patterns(["bin/*"], allowed_env=["APP_*"])
-    policy.check(None, ["bin/ok.sh"], {"APP_MODE": "x"})
-    with pytest.raises(CommandNotAllowed):
-        policy.check(None, ["bin/ok.sh"], {"TARGET": "x"})
+    with pytest.raises(CommandNotAllowed, match="env values"):
+        policy.check(None, ["bin/ok.sh"], {"APP_FLAGS": value})
+    policy.check(None, ["bin/ok.sh"], {"APP_FLAGS": "--level=3 -v a:b,c@d%e+f"})
 
 
 def test_a_folder_pattern_and_no_policy() -> None:
     CommandPolicy.from_patterns(["bin/"]).check("bin/ok.sh", None)
     open_policy = CommandPolicy.from_patterns([])
     assert not open_policy.active
-    open_policy.check("anything; at all", None, {"PATH": "/tmp"})
+    open_policy.check("anything; at all", None, {"PATH": "/tmp", "MAKEFLAGS": "$(x)"})
+    open_policy.check(None, ["sh", "-c", "$(id)"], {"LD_PRELOAD": "/tmp/x.so"})
