@@ -14,6 +14,15 @@ With `Accept: text/event-stream` the stream is Server-Sent Events: an `output` e
 loss or repeat), `gap` when bytes were dropped by the output bound, and a final `end` event with
 the job's state, exit code and last error. Otherwise it is the raw bytes, chunked.
 
+A follower never loses a byte silently. What the hub holds for one follower is bounded
+(`FOLLOWER_BUFFER_BYTES`): a follower that does not read falls behind, its buffer is dropped and
+it catches up from the stored output when it reads again, so it costs the web a bounded amount
+of memory and never stalls the one subscriber that serves every other follower. A hole in the
+live offsets (a message dropped by that bound, by a worker's publishing budget, or by a
+reconnection to Redis) is filled the same way: live chunks after the hole wait until the stored
+output (saved by the worker every second) covers it, for up to `CATCH_UP_DEADLINE_S`. Bytes the
+stored output no longer has (beyond the job's output limit) are a `gap` event, never a silence.
+
 A stream ends only when the database says the job is final, or gone: end messages from workers
 (and from the web that deleted a job) are only a cue to read it. So the `end` event carries the
 job's real final state, or `deleted` (for a job deleted while followed); a job that was deleted
@@ -27,6 +36,8 @@ import asyncio
 import codecs
 import contextlib
 import json
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,7 +53,16 @@ log = structlog.get_logger(__name__)
 #: while nothing comes, a follower reads the job again after these pauses (then every last
 #: one): soon at first, since a short job may end before its worker heard the follower
 IDLE_CHECKS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: live output the hub holds for one follower that has not read it yet
+FOLLOWER_BUFFER_BYTES = 1024 * 1024
+#: while live chunks wait for the stored output to fill a hole before them: how often to read
+#: it, and for how long before those bytes are given up as a gap
+CATCH_UP_POLL_S = 0.25
+CATCH_UP_DEADLINE_S = 3.0
 CLOSED = object()
+#: the follower missed live messages (its buffer overflowed, or the hub reconnected to Redis):
+#: read the stored output
+RESYNC = object()
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,42 @@ def parse(message: bytes) -> Chunk | AttemptEnd | None:
     return None
 
 
+class FollowerBuffer:
+    """The messages waiting for one follower, at most FOLLOWER_BUFFER_BYTES of output: past
+    that, its chunks are dropped for one RESYNC (the stored output has them)."""
+
+    def __init__(self, limit: int = FOLLOWER_BUFFER_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self.overflows = 0
+        self._items: deque[Message] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, message: Message) -> None:
+        if isinstance(message, Chunk):
+            if self.size + len(message.data) > self.limit:
+                self.overflows += 1
+                self._items = deque(item for item in self._items if not isinstance(item, Chunk))
+                self.size = 0
+                message = RESYNC
+            else:
+                self.size += len(message.data)
+        if message is RESYNC and RESYNC in self._items:
+            return
+        self._items.append(message)
+        self._ready.set()
+
+    async def get(self, timeout: float) -> Message:
+        """The next message; TimeoutError when none comes within `timeout` seconds."""
+        if not self._items:
+            self._ready.clear()
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        item = self._items.popleft()
+        if isinstance(item, Chunk):
+            self.size -= len(item.data)
+        return item
+
+
 class OutputHub:
     """The live output subscriptions of one web process: one subscription on the bus
     (service.bus), and a queue per follower."""
@@ -88,7 +144,7 @@ class OutputHub:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self.keys = dispatcher.keys
-        self.followers: dict[int, set[asyncio.Queue[Message]]] = {}
+        self.followers: dict[int, set[FollowerBuffer]] = {}
         self.closed = False
         self._subscriber: Subscriber | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -99,9 +155,9 @@ class OutputHub:
     def close(self) -> None:
         """End every follow stream (the web is shutting down); they end cleanly."""
         self.closed = True
-        for queues in self.followers.values():
-            for queue in queues:
-                queue.put_nowait(CLOSED)
+        for buffers in self.followers.values():
+            for buffer in buffers:
+                buffer.put(CLOSED)
 
     async def stop(self) -> None:
         self.close()
@@ -112,19 +168,19 @@ class OutputHub:
 
     # --- subscriptions ----------------------------------------------------------------
 
-    async def subscribe(self, job_id: int) -> asyncio.Queue[Message]:
-        queue: asyncio.Queue[Message] = asyncio.Queue()
+    async def subscribe(self, job_id: int) -> FollowerBuffer:
+        buffer = FollowerBuffer()
         first = job_id not in self.followers
-        self.followers.setdefault(job_id, set()).add(queue)
+        self.followers.setdefault(job_id, set()).add(buffer)
         if first and self._subscriber is not None:
             with contextlib.suppress(BusUnavailable):  # the reader subscribes it on reconnect
                 await self._subscriber.subscribe(self.keys.output_channel(job_id))
-        return queue
+        return buffer
 
-    async def unsubscribe(self, job_id: int, queue: asyncio.Queue[Message]) -> None:
-        queues = self.followers.get(job_id, set())
-        queues.discard(queue)
-        if queues:
+    async def unsubscribe(self, job_id: int, buffer: FollowerBuffer) -> None:
+        buffers = self.followers.get(job_id, set())
+        buffers.discard(buffer)
+        if buffers:
             return
         self.followers.pop(job_id, None)
         if self._subscriber is not None:
@@ -135,8 +191,8 @@ class OutputHub:
         message = parse(raw)
         if message is None:
             return
-        for queue in self.followers.get(job_id, ()):
-            queue.put_nowait(message)
+        for buffer in self.followers.get(job_id, ()):
+            buffer.put(message)  # never waits: a follower that does not read drops its own
 
     async def request_output(self, job_id: int, offset: int) -> None:
         if self._subscriber is None:
@@ -153,6 +209,9 @@ class OutputHub:
                 channels += [self.keys.output_channel(job) for job in self.followers]
                 await subscriber.subscribe(*channels)
                 self._subscriber = subscriber
+                for buffers in self.followers.values():  # messages may have been lost meanwhile
+                    for buffer in buffers:
+                        buffer.put(RESYNC)
                 while True:
                     message = await subscriber.get_message(timeout=1.0)
                     if message is None:
@@ -232,12 +291,49 @@ class _Stream:
         return [b": keepalive\n\n"] if self.sse else []
 
 
+class _Held:
+    """Live chunks that came after a hole in the offsets, held (at most
+    FOLLOWER_BUFFER_BYTES, the newest) until the stored output covers the hole."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[Chunk] = deque()
+        self.size = 0
+        self.since: float | None = None  # when the oldest hole was seen
+
+    def __bool__(self) -> bool:
+        return self.since is not None
+
+    def hold(self, chunk: Chunk) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        self.chunks.append(chunk)
+        self.size += len(chunk.data)
+        while self.size > FOLLOWER_BUFFER_BYTES and len(self.chunks) > 1:
+            self.size -= len(self.chunks.popleft().data)
+
+    def release(self, stream: _Stream) -> list[bytes]:
+        """Send what the stream can send now: the chunks it has reached, or all of them (the
+        bytes before them given up as a gap) once the hole is older than the deadline."""
+        assert self.since is not None
+        give_up = time.monotonic() - self.since >= CATCH_UP_DEADLINE_S
+        out: list[bytes] = []
+        while self.chunks and (give_up or self.chunks[0].offset <= stream.sent):
+            chunk = self.chunks.popleft()
+            self.size -= len(chunk.data)
+            out += stream.data(chunk.offset, chunk.data)
+        if not self.chunks:
+            self.since = None
+        elif give_up:  # not reached: a newer hole
+            self.since = time.monotonic()
+        return out
+
+
 async def follow(
     hub: OutputHub, job_id: int, start: int, sse: bool, load: Load
 ) -> AsyncIterator[bytes]:
     """The output of a job from byte `start`, then as it is printed, until the job is final."""
     stream = _Stream(start, sse)
-    queue = await hub.subscribe(job_id)  # before reading the database: nothing falls between
+    buffer = await hub.subscribe(job_id)  # before reading the database: nothing falls between
     try:
         stored = await load()
         if stored is None or stored.state in FINAL:
@@ -248,37 +344,59 @@ async def follow(
             yield part
         await hub.request_output(job_id, stream.sent)
         idle = 0
+        read_at = time.monotonic()
+        held = _Held()
         announced: AttemptEnd | None = None
         while not hub.closed:
+            pause = CATCH_UP_POLL_S if held else IDLE_CHECKS_S[min(idle, len(IDLE_CHECKS_S) - 1)]
             try:
-                pause = IDLE_CHECKS_S[min(idle, len(IDLE_CHECKS_S) - 1)]
-                message = await asyncio.wait_for(queue.get(), pause)
-                idle = 0
+                message: Message | None = await buffer.get(pause)
             except TimeoutError:
-                idle += 1
-                stored = await load()  # an end message may have been lost
-                if _over(stored):
-                    break
-                for part in stream.keepalive():
-                    yield part
-                # ask again: a worker that started the job since may not have heard us
-                await hub.request_output(job_id, stream.sent)
-                continue
+                message = None
+            if message is CLOSED:
+                return
             if isinstance(message, Chunk):
-                for part in stream.data(message.offset, message.data):
-                    yield part
-            elif isinstance(message, AttemptEnd) and message.final:
+                idle = 0
+                if not held and message.offset <= stream.sent:
+                    for part in stream.data(message.offset, message.data):
+                        yield part
+                    continue
+                held.hold(message)  # a hole before it: the stored output fills it
+                if time.monotonic() - read_at < CATCH_UP_POLL_S:
+                    continue
+            elif isinstance(message, AttemptEnd):
+                idle = 0
+                if not message.final:
+                    continue
                 stored = await load()
                 if _over(stored):
                     announced = message
                     break
                 # the database does not say so: the job was retried meanwhile, or the message
                 # came first; follow on (the next read comes after IDLE_CHECKS_S[0])
-            elif message is CLOSED:
-                return
+                continue
+            elif message is None and not held:
+                idle += 1
+            # a pause without messages (an end message may have been lost), a resync, or a
+            # hole to fill: read the stored output, and send what it has that we have not
+            stored = await load()
+            read_at = time.monotonic()
+            if _over(stored):
+                break
+            assert stored is not None
+            for part in stream.data(stored.offset, stored.data):
+                yield part
+            if held:
+                for part in held.release(stream):
+                    yield part
+            if message is None and not held:
+                for part in stream.keepalive():
+                    yield part
+                # ask again: a worker that started the job since may not have heard us
+                await hub.request_output(job_id, stream.sent)
         else:
             return  # the web shuts down: the client reconnects elsewhere
         for part in stream.end(stored, announced):
             yield part
     finally:
-        await hub.unsubscribe(job_id, queue)
+        await hub.unsubscribe(job_id, buffer)
