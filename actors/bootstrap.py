@@ -6,8 +6,11 @@ so that `jobrunner dev` can build a worker inside the web's process.
 
 from __future__ import annotations
 
+import atexit
+
 from actors import reaper, run_job
 from actors.consumer import make_worker_broker, worker_middleware
+from actors.containment import contain
 from actors.context import WorkerContext, worker_name
 from actors.lifecycle import WorkerLifecycle
 from service.config import Settings
@@ -40,7 +43,9 @@ def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
             NamedQueues(engine, settings.lease_timeout, own=settings.worker_queues),
         ),
         name=name or worker_name(),
+        containment=contain(settings.containment),
     )
+    atexit.register(ctx.containment.close)  # nothing of this process's jobs outlives it
     broker.add_middleware(WorkerLifecycle(ctx))
     run_job.declare(broker, ctx)
     return ctx

@@ -14,6 +14,7 @@ from typing import Protocol
 from dramatiq import Broker
 from sqlalchemy.engine import Engine
 
+from actors.containment import Containment, SubreaperContainment
 from actors.reaper import DEV_PREFIX
 from service.config import Settings
 from service.dispatch import Dispatcher
@@ -159,6 +160,8 @@ class WorkerContext:
     draining: threading.Event = field(default_factory=threading.Event)
     shutdown_deadline: float = float("inf")
     stopped: threading.Event = field(default_factory=threading.Event)
+    #: where each command and everything it starts are kept (actors.containment)
+    containment: Containment = field(default_factory=SubreaperContainment)
 
     @property
     def fence_after(self) -> float:

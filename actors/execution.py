@@ -207,6 +207,7 @@ def _run(
         should_stop=lambda: ctx.stop_reason(job.id),
         kill_grace=ctx.kill_grace,
         on_tick=tick,
+        cell=ctx.containment.cell(str(job.id)),
     )
 
 

@@ -42,7 +42,12 @@ class WorkerLifecycle(Middleware):
         queues = sorted(worker.consumer_whitelist) if worker.consumer_whitelist else "all"
         for queue in served or ():
             self.ctx.dispatcher.notify(queue)  # its jobs may have waited for a worker like it
-        log.info("worker process ready", worker=self.ctx.name, queues=queues)
+        log.info(
+            "worker process ready",
+            worker=self.ctx.name,
+            queues=queues,
+            containment=self.ctx.containment.mechanism,
+        )
 
     # --- one slot per worker thread (actors.consumer.Slots) ----------------------------------
 

@@ -42,7 +42,7 @@ import time
 
 import structlog
 
-from actors import reaper
+from actors import containment, reaper
 from actors.context import WorkerContext
 from actors.sweeper import known_end
 from service import jobs, workers
@@ -73,6 +73,7 @@ class Watchdog:
             start_new_session=True,  # a signal to the worker's process group spares it
             close_fds=True,
         )
+        containment.exempt(self.proc.pid)  # a child of this process that no job started
 
     def beat(self, sent_at: float) -> None:
         self._say(f"beat {sent_at!r}\n".encode())

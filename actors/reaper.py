@@ -23,6 +23,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors import containment
+
 PROC = Path("/proc")
 MARKER = b"JOBRUNNER_WORKER="
 #: marks the worker of a `jobrunner dev` process in its name: `host:dev-pid`
@@ -129,13 +131,18 @@ def find_orphans(hostname: str) -> list[Orphan]:
 
 
 def reap(hostname: str) -> list[Orphan]:
-    """Kill the process group of every orphan on this host; return what was found."""
+    """Kill the process group of every orphan on this host, and everything in the job cgroups
+    of dead worker processes (actors.containment); return the orphans found by marker."""
     orphans = find_orphans(hostname)
     for pgid in {orphan.pgid for orphan in orphans}:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    announced = announced_pids()
+    for _pid, path in containment.dead_workers_dirs(lambda pid: is_live_worker(pid, announced)):
+        if containment.kill_cgroup(path):
+            containment.remove_cgroup(path)
     return orphans
 
 
@@ -156,7 +163,11 @@ def commands_of(worker: str) -> set[int]:
 
 
 def kill_commands_of(worker: str) -> set[int]:
-    """SIGKILL the process group of every command of this worker; return the groups."""
+    """SIGKILL the process group of every command of this worker, and everything in its job
+    cgroups (actors.containment); return the groups."""
+    pid = worker.rpartition(":")[2].removeprefix(DEV_PREFIX)
+    if pid.isdigit():
+        containment.kill_worker_cells(int(pid))
     groups = commands_of(worker)
     for pgid in groups:
         try:

@@ -10,6 +10,7 @@ never a blocking wait that Dramatiq's interrupts could not break.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+
+from actors.containment import Cell
 
 READ_SIZE = 65536
 #: reads per wakeup at most, so that a command flooding its output still gets its timeout checked
@@ -77,6 +80,24 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass  # the group is gone already
 
 
+def _resolve(program: str, cwd: Path, env: dict[str, str]) -> str:
+    """The file `program` names, found as exec would (PATH unless it holds a slash); raises
+    FileNotFoundError or PermissionError as Popen would, so that a missing program behind the
+    cell's shell is still a failure to start."""
+    if "/" in program:
+        path = cwd / program
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return program
+    for folder in os.get_exec_path(env):
+        candidate = Path(cwd, folder, program)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def _read_available(fd: int, output: OutputWriter) -> bool:
     """Read what the pipe holds now (within READS_PER_WAKEUP); False at end of file."""
     for _ in range(READS_PER_WAKEUP):
@@ -93,10 +114,13 @@ def _read_available(fd: int, output: OutputWriter) -> bool:
 class _Watch:
     """The pipe and the pidfd of a running command, polled together."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], output: OutputWriter) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], output: OutputWriter, cell: Cell | None
+    ) -> None:
         assert proc.stdout is not None
         self.proc = proc
         self.output = output
+        self.cell = cell
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
         self.pipe_open = True
@@ -122,9 +146,12 @@ class _Watch:
             self.exited = _has_exited(self.proc.pid)
 
     def finish(self) -> int:
-        """Kill what is left of the group, reap the leader, read the pipe to its end."""
+        """Kill what is left of the group and of the cell, reap the leader, read the pipe to
+        its end."""
         _signal_group(self.proc.pid, signal.SIGKILL)
         returncode = self.proc.wait()
+        if self.cell is not None:
+            self.cell.kill()
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while self.pipe_open and time.monotonic() < deadline:
             ready = self.poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
@@ -150,14 +177,20 @@ def run(
     on_start: Callable[[int], None] | None = None,
     on_tick: Callable[[], None] | None = None,
     poll_interval: float = 0.25,
+    cell: Cell | None = None,
 ) -> RunResult:
-    """Run the command to its end; see the module docstring for the rules."""
+    """Run the command to its end; see the module docstring for the rules. `cell`: where the
+    command and all it starts are kept (actors.containment), killed at the end."""
+    argv, stdin = spec.argv, None
     try:
+        if cell is not None:
+            program = _resolve(spec.argv[0], spec.cwd, spec.env)
+            argv, stdin = cell.command([program, *spec.argv[1:]])
         proc = subprocess.Popen(
-            spec.argv,
+            argv,
             cwd=spec.cwd,
             env=spec.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -166,8 +199,12 @@ def run(
     except (OSError, ValueError) as exc:
         # ValueError: an argument or env value the OS cannot take (a NUL; text that is not
         # valid Unicode, from a job stored before validation refused it)
+        if cell is not None:
+            cell.kill()  # and closes what it opened
         return RunResult("failed_to_start", error=f"could not start: {exc}")
-    watch = _Watch(proc, output)
+    if cell is not None:
+        cell.started(proc.pid)
+    watch = _Watch(proc, output, cell)
     ended: Literal["exited", "timed_out", "stopped"] = "exited"
     stop_reason: str | None = None
     try:
@@ -189,6 +226,8 @@ def run(
                 break
         if ended != "exited":
             _signal_group(proc.pid, signal.SIGTERM)
+            if cell is not None:
+                cell.signal(signal.SIGTERM)
             grace = kill_grace(stop_reason or ended) if callable(kill_grace) else kill_grace
             grace_end = time.monotonic() + grace
             while not watch.exited and time.monotonic() < grace_end:

@@ -20,6 +20,7 @@ from service.broker import make_broker
 from service.config import Settings
 from service.db import create_engine, jobs, utcnow
 from service.dispatch import dispatcher_for
+from service.workers import NamedQueues
 
 
 def queued_row(command: str, queue: str = "default", **overrides: Any) -> dict[str, Any]:
@@ -75,11 +76,14 @@ def wake(stack: Stack, queue: str) -> None:
     queue; the worker thread that takes it wakes the next)."""
     settings = Settings.from_environ(stack.env())
     broker = make_broker(settings)
+    engine = create_engine(stack.database_url, pool_size=1, max_overflow=0)
     try:
-        if not dispatcher_for(broker, settings).wake(queue):
+        named = NamedQueues(engine, settings.lease_timeout)
+        if not dispatcher_for(broker, settings, named).wake(queue):
             raise RuntimeError("the broker refused the wake-up")
     finally:
         broker.close()
+        engine.dispose()
 
 
 def count_final(stack: Stack, first: int, last: int) -> int:

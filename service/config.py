@@ -172,6 +172,9 @@ class Settings:
     #: which machine this is, for telling whether a pid of another worker is alive; empty: the
     #: kernel's boot id and this pid namespace (service.workers.machine)
     machine_id: str = ""
+    #: how a worker keeps what a command starts within its job: auto, cgroup or subreaper
+    #: (actors/containment.py)
+    containment: str = "auto"
     log_format: str = "console"
     log_level: str = "info"
     startup_timeout: float = 10.0
@@ -270,6 +273,7 @@ class Settings:
             allowed_queues=_list(env, "JOBRUNNER_ALLOWED_QUEUES"),
             unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
             machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
+            containment=_choice(env, "JOBRUNNER_CONTAINMENT", ("auto", "cgroup", "subreaper")),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),

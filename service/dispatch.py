@@ -88,11 +88,11 @@ NamedQueues = Callable[[], set[str]]
 class Dispatcher:
     """Sends wake-up messages and notices; knows which queues exist; keeps attempt ends."""
 
-    def __init__(self, broker: Broker, bus: Bus, named: NamedQueues | None = None) -> None:
+    def __init__(self, broker: Broker, bus: Bus, named: NamedQueues) -> None:
         self.broker = broker
         self.bus = bus
         self.keys: Keys = bus.keys
-        self.named: NamedQueues = named or set
+        self.named = named
         self._skip_broker_until = 0.0
 
     # --- messages ---------------------------------------------------------------------
@@ -212,9 +212,9 @@ class Dispatcher:
             log.warning("live output not published", job_id=job_id, error=str(exc))
 
 
-def dispatcher_for(
-    broker: Broker, settings: Settings, named: NamedQueues | None = None
-) -> Dispatcher:
-    """The dispatcher of a process: this broker, and the bus that goes with it (service.bus)."""
+def dispatcher_for(broker: Broker, settings: Settings, named: NamedQueues) -> Dispatcher:
+    """The dispatcher of a process: this broker, and the bus that goes with it (service.bus).
+    `named` must say which queues workers serve by name (service.workers.NamedQueues): their
+    wake-ups go to those workers too, not only to the workers that serve every queue."""
     redis_url = None if settings.uses_stub_broker else settings.redis_url
     return Dispatcher(broker, make_bus(broker, settings.redis_namespace, redis_url), named)

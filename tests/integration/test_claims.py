@@ -47,7 +47,8 @@ def test_racing_claims_take_each_job_once(engine: sa.Engine, clean_db: None) -> 
         results = list(pool.map(claim_all, range(8)))
     everything = [job_id for claimed in results for job_id in claimed]
     assert sorted(everything) == sorted(ids)  # each job exactly once
-    assert sum(1 for claimed in results if claimed) >= 2  # SKIP LOCKED let workers proceed
+    if engine.dialect.name != "sqlite":  # SQLite runs one writer at a time: one may take all
+        assert sum(1 for claimed in results if claimed) >= 2  # SKIP LOCKED let workers proceed
 
 
 def test_claim_takes_the_best_job(engine: sa.Engine, clean_db: None) -> None:

@@ -21,6 +21,7 @@ from service.broker import make_broker
 from service.config import Settings
 from service.dispatch import dispatcher_for
 from service.web.schemas import parse_create
+from service.workers import NamedQueues
 from tests.support import start_worker, wait_for
 
 JOBS = 2000
@@ -71,7 +72,7 @@ def test_every_record_matches_what_its_command_did(
     settings = Settings.from_environ(env)
     expected: dict[int, int] = {}
     broker = make_broker(settings)
-    dispatcher = dispatcher_for(broker, settings)
+    dispatcher = dispatcher_for(broker, settings, NamedQueues(engine, settings.lease_timeout))
     deadlocks_before = deadlocks(engine)
     try:
         for start in range(0, JOBS, 100):  # batches, as the web's submitter writes them

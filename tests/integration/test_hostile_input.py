@@ -18,6 +18,7 @@ from service.db import create_engine
 from service.dispatch import dispatcher_for
 from service.errors import DatabaseUnavailable, RejectedByDatabase
 from service.web.submit import Submitter
+from service.workers import NamedQueues
 from tests.inprocess.test_hostile_input import _spec, submit_in_one_batch
 from tests.support import AUTH, Api, both_backends, wait_for
 
@@ -64,7 +65,8 @@ def test_bad_requests_among_concurrent_valid_ones_fail_alone(api: Api) -> None:
 
 def _submitter(base_env: dict[str, str], engine: sa.Engine) -> Submitter:
     settings = Settings.from_environ(base_env)
-    return Submitter(engine, dispatcher_for(make_broker(settings), settings))
+    named = NamedQueues(engine, settings.lease_timeout)
+    return Submitter(engine, dispatcher_for(make_broker(settings), settings, named))
 
 
 def test_a_batch_mariadb_refuses_fails_only_the_requests_that_caused_it(

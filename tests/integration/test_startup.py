@@ -132,6 +132,8 @@ def test_the_originals_docker_link_variables_name_the_database(
     server = sa.make_url(MYSQL_SERVER)
     env = {k: v for k, v in base_env.items() if k != "DATABASE_URL"}
     env.update(
+        # another database is another deployment: it may not share the suite's namespace
+        JOBRUNNER_REDIS_NAMESPACE=f"{base_env['JOBRUNNER_REDIS_NAMESPACE']}-{name}",
         MYSQL_PORT_3306_TCP_ADDR=server.host or "127.0.0.1",
         MYSQL_PORT_3306_TCP_PORT=str(server.port or 3306),
         MYSQL_DATABASE_NAME=name,

@@ -27,7 +27,7 @@ def test_lost_attempts_wait_for_a_whole_lease_of_database_visibility(
         max_retries_limit=5,
     )
     broker = StubBroker()
-    ctx = WorkerContext(settings, engine, broker, dispatcher_for(broker, settings))
+    ctx = WorkerContext(settings, engine, broker, dispatcher_for(broker, settings, set))
     # a queue of its own: the suite's shared worker, if it runs, must not take the job
     fields = {"command": "true", "max_retries": 1, "queue": "sweeper_test"}
     jobs.create(engine, parse_create(fields, settings))
@@ -60,7 +60,7 @@ def test_an_end_its_worker_could_not_store_is_recorded_as_it_happened(
         database_url=database_url, redis_url="stub:", lease_timeout=0.6, heartbeat_interval=0.1
     )
     broker = StubBroker()
-    dispatcher = dispatcher_for(broker, settings)
+    dispatcher = dispatcher_for(broker, settings, set)
     ctx = WorkerContext(settings, engine, broker, dispatcher)
     fields = {"command": "false", "queue": "sweeper_test"}
     ok, failed, unknown = (jobs.create(engine, parse_create(fields, settings))[0] for _ in "abc")

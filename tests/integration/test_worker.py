@@ -19,6 +19,7 @@ from service.config import Settings
 from service.dispatch import dispatcher_for
 from service.states import FINAL
 from service.web.schemas import parse_create
+from service.workers import NamedQueues
 from tests.support import (
     PROCESS_DEADLINE,
     Api,
@@ -209,11 +210,13 @@ def test_a_scheduled_job_runs_at_its_time(worked_api: Api) -> None:
 
 
 def test_duplicate_messages_do_not_run_a_job_twice(
-    worked_api: Api, scratch: Path, base_env: dict[str, str]
+    worked_api: Api, scratch: Path, base_env: dict[str, str], engine: sa.Engine
 ) -> None:
     job = worked_api.submit(command="bin/stamp.sh 1")
     settings = Settings.from_environ(base_env)
-    dispatcher = dispatcher_for(make_broker(settings), settings)
+    dispatcher = dispatcher_for(
+        make_broker(settings), settings, NamedQueues(engine, settings.lease_timeout)
+    )
     worked_api.wait(job["id"], {"running"})
     assert dispatcher.notify("default", count=5)  # as if the broker redelivered it 5 times
     final = worked_api.wait(job["id"])
@@ -291,7 +294,9 @@ def _create(engine: sa.Engine, settings: Settings, queue: str, commands: list[st
     created = [job.id for job in jobs.create_many(engine, specs)]
     broker = make_broker(settings)
     try:
-        assert dispatcher_for(broker, settings).wake(queue)
+        assert dispatcher_for(broker, settings, NamedQueues(engine, settings.lease_timeout)).wake(
+            queue
+        )
     finally:
         broker.close()
     return created
