@@ -13,6 +13,7 @@ from actors.consumer import make_worker_broker, worker_middleware
 from actors.containment import contain
 from actors.context import WorkerContext, worker_name
 from actors.lifecycle import WorkerLifecycle
+from service import job_user
 from service.config import Settings
 from service.db import create_engine
 from service.dispatch import dispatcher_for
@@ -44,6 +45,7 @@ def build(settings: Settings, *, name: str | None = None) -> WorkerContext:
         ),
         name=name or worker_name(),
         containment=contain(settings.containment),
+        job_user=job_user.resolve(settings.job_user) if settings.job_user else None,
     )
     atexit.register(ctx.containment.close)  # nothing of this process's jobs outlives it
     broker.add_middleware(WorkerLifecycle(ctx))

@@ -18,6 +18,7 @@ from actors.containment import Containment, SubreaperContainment
 from actors.reaper import DEV_PREFIX
 from service.config import Settings
 from service.dispatch import Dispatcher
+from service.job_user import JobUser
 from service.jobs import ClaimedJob
 from service.states import StopReason
 
@@ -162,6 +163,8 @@ class WorkerContext:
     stopped: threading.Event = field(default_factory=threading.Event)
     #: where each command and everything it starts are kept (actors.containment)
     containment: Containment = field(default_factory=SubreaperContainment)
+    #: the user commands run as (JOBRUNNER_JOB_USER); None: this process's own
+    job_user: JobUser | None = None
 
     @property
     def fence_after(self) -> float:

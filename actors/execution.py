@@ -41,10 +41,12 @@ def job_environment(ctx: WorkerContext, job: ClaimedJob) -> dict[str, str]:
     home = str(settings.job_home)
     env = {
         "PATH": f"{home}/bin:{settings.job_path}",
-        "HOME": os.environ.get("HOME", home),
+        "HOME": ctx.job_user.home if ctx.job_user else os.environ.get("HOME", home),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "JOB_HOME": home,
     }
+    if ctx.job_user is not None:
+        env["USER"] = env["LOGNAME"] = ctx.job_user.name
     for name in settings.pass_env:
         if name in os.environ:
             env[name] = os.environ[name]
@@ -69,7 +71,11 @@ def command_spec(ctx: WorkerContext, job: ClaimedJob) -> runner.CommandSpec:
     else:
         argv = ["/bin/sh", "-c", job.command]
     return runner.CommandSpec(
-        argv=argv, cwd=ctx.settings.job_home, env=job_environment(ctx, job), timeout=job.timeout
+        argv=argv,
+        cwd=ctx.settings.job_home,
+        env=job_environment(ctx, job),
+        timeout=job.timeout,
+        user=ctx.job_user,
     )
 
 

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from actors.containment import Cell
+from service.job_user import JobUser
 
 READ_SIZE = 65536
 #: reads per wakeup at most, so that a command flooding its output still gets its timeout checked
@@ -42,6 +43,8 @@ class CommandSpec:
     cwd: Path
     env: dict[str, str]
     timeout: float
+    #: the user to run it as (service.job_user); None: the worker's own
+    user: JobUser | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,14 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass  # the group is gone already
+
+
+def _as_user(user: JobUser | None) -> dict[str, Any]:
+    """Popen's arguments to run as `user`: its uid and gid, no supplementary group (a change
+    of uid from root drops every capability too)."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def _resolve(program: str, cwd: Path, env: dict[str, str]) -> str:
@@ -195,6 +206,7 @@ def run(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             bufsize=0,
+            **_as_user(spec.user),
         )
     except (OSError, ValueError) as exc:
         # ValueError: an argument or env value the OS cannot take (a NUL; text that is not

@@ -27,6 +27,7 @@ from service.preflight import (
     check_auth,
     check_broker,
     check_database,
+    check_job_user,
     check_namespace,
     wait_until_ready,
 )
@@ -97,6 +98,10 @@ def web() -> None:
 def worker() -> None:
     settings = _settings()
     _start_logs(settings, "worker")
+    try:
+        check_job_user(settings)  # no retry: waiting would not change it
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
     _ready(settings, [check_database, check_broker, check_namespace])
     shutdown_ms = int((settings.shutdown_grace + settings.kill_grace + 15) * 1000)
     argv = [

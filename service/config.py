@@ -172,6 +172,8 @@ class Settings:
     #: which machine this is, for telling whether a pid of another worker is alive; empty: the
     #: kernel's boot id and this pid namespace (service.workers.machine)
     machine_id: str = ""
+    #: the user job commands run as (service.job_user); empty: the worker's own
+    job_user: str = ""
     #: how a worker keeps what a command starts within its job: auto, cgroup or subreaper
     #: (actors/containment.py)
     containment: str = "auto"
@@ -274,6 +276,7 @@ class Settings:
             unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
             machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
             containment=_choice(env, "JOBRUNNER_CONTAINMENT", ("auto", "cgroup", "subreaper")),
+            job_user=env.get("JOBRUNNER_JOB_USER", "").strip(),
             log_format=log_format,
             log_level=(env.get("JOBRUNNER_LOG_LEVEL", "").strip() or "info").lower(),
             startup_timeout=_seconds(env, "JOBRUNNER_STARTUP_TIMEOUT", 10.0),

@@ -9,6 +9,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from service import job_user
 from service.broker import make_broker, make_redis_client
 from service.bus import BusUnavailable, make_bus
 from service.config import Settings
@@ -113,6 +114,16 @@ NO_TOKEN = (
     "no API token is configured: set JOBRUNNER_API_TOKENS, create one with "
     "`jobrunner token create NAME`, or set JOBRUNNER_AUTH=off to serve without authentication"
 )
+
+
+def check_job_user(settings: Settings) -> None:
+    """A worker with a job user must be able to start commands as that user."""
+    if not settings.job_user:
+        return
+    try:
+        job_user.can_switch_to(job_user.resolve(settings.job_user))
+    except job_user.JobUserError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def check_auth(settings: Settings) -> None:
