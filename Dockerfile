@@ -53,20 +53,29 @@ RUN apt-get update \
  && groupadd --gid 10001 jobrunner \
  && useradd --no-log-init --uid 10001 --gid jobrunner --create-home --home-dir /home/jobrunner \
       --shell /bin/sh jobrunner \
+ && groupadd --gid 10002 job \
+ && useradd --no-log-init --uid 10002 --gid job --create-home --home-dir /home/job \
+      --shell /bin/sh job \
  && mkdir -p "$JOB_HOME/bin" \
- && chown jobrunner:jobrunner "$JOB_HOME"
+ && chmod 755 "$JOB_HOME" "$JOB_HOME/bin"
 COPY docker/entrypoint.sh /usr/local/bin/jobrunner-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/jobrunner-healthcheck
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app/src /app/src
 ENV PATH=/opt/venv/bin:$JOB_HOME/bin:$PATH \
+    JOBRUNNER_JOB_USER=job \
     HOST=0.0.0.0 \
     PORT=8000 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # fail the build, not the first start, if mysqlclient's library is missing
 RUN python -c 'import MySQLdb' && jobrunner --help >/dev/null
-USER 10001:10001
+# Users: the image starts as root only so that the entrypoint can give each role its own. The web,
+# the release step and any other command run as `jobrunner` (10001); the worker stays root to
+# start every job as `job` (10002, JOBRUNNER_JOB_USER), which owns nothing but its home: it can
+# neither read the worker's secrets (/proc/<pid>/environ) nor change the scripts of
+# $JOB_HOME/bin (root's, read-only). Started with --user, every role runs as that user instead
+# (a worker then needs JOBRUNNER_JOB_USER= to run jobs as itself). See SECURITY.md.
 WORKDIR $JOB_HOME
 EXPOSE 8000
 # web: GET /healthz answers; worker: its Dramatiq process lives (no HTTP there); see docker/healthcheck.py

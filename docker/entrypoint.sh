@@ -8,6 +8,9 @@
 #   anything else           run as a command: `bash`, `jobrunner --help`, `hello_world.sh`, ...
 #
 # With no argument the role is RUN_MODE's (one of the names above), else `web`.
+#
+# Started as root (the image's default), every role but the worker drops to the `jobrunner`
+# user first; the worker stays root to start its jobs as JOBRUNNER_JOB_USER (see the Dockerfile).
 set -eu
 
 usage="web, http_server, worker, delayed_job, release or migrate"
@@ -26,6 +29,20 @@ release() {
   done
 }
 
+# the user of every role but the worker, when started as root (the image has it)
+service_user=
+if [ "$(id -u)" = 0 ] && id jobrunner >/dev/null 2>&1; then
+  service_user=jobrunner
+fi
+
+# run "$@" as the service user, if there is one; as whoever we are otherwise
+as_service_user() {
+  if [ -n "$service_user" ]; then
+    HOME=/home/jobrunner exec setpriv --reuid=jobrunner --regid=jobrunner --init-groups "$@"
+  fi
+  exec "$@"
+}
+
 from_run_mode=
 if [ "$#" -eq 0 ]; then
   set -- "${RUN_MODE:-web}"
@@ -35,7 +52,7 @@ fi
 case "$1" in
   web | http_server)
     shift
-    exec jobrunner web "$@"
+    as_service_user jobrunner web "$@"
     ;;
   worker | delayed_job)
     shift
@@ -43,6 +60,10 @@ case "$1" in
     ;;
   release | migrate)
     shift
+    if [ -n "$service_user" ]; then
+      HOME=/home/jobrunner exec setpriv --reuid=jobrunner --regid=jobrunner --init-groups \
+        /bin/sh "$0" release "$@"
+    fi
     release "$@"
     ;;
   *)
@@ -50,6 +71,6 @@ case "$1" in
       echo "jobrunner-entrypoint: RUN_MODE=$1 is not one of: $usage" >&2
       exit 2
     fi
-    exec "$@"
+    as_service_user "$@"
     ;;
 esac

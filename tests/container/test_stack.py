@@ -62,15 +62,60 @@ def test_hello_world_job_succeeds_through_the_published_port(
     assert output(stack, api_headers, job_id) == HELLO_OUTPUT
 
 
-@pytest.mark.parametrize(("service", "process"), [("web", "jobrunner web"), ("worker", "dramatiq")])
-def test_role_runs_under_tini_as_a_user(stack: Stack, service: str, process: str) -> None:
+@pytest.mark.parametrize(
+    ("service", "process", "user"),
+    [("web", "jobrunner web", "jobrunner"), ("worker", "dramatiq", "root")],
+)
+def test_role_runs_under_tini_as_its_user(
+    stack: Stack, service: str, process: str, user: str
+) -> None:
+    """The web drops to `jobrunner`; the worker stays root only to start jobs as `job`."""
     [container] = stack.containers(service)
     assert stack.oci.podman("exec", container, "readlink", "/proc/1/exe") == "/usr/bin/tini"
-    assert stack.oci.podman("exec", container, "id", "-u") not in ("", "0")
-    top = stack.oci.podman("top", container, "user", "args")
-    assert "jobrunner-entrypoint" in top.splitlines()[1], top  # PID 1: tini -- entrypoint
-    assert process in top, top
-    assert "root" not in top, top
+    top = stack.oci.podman("top", container, "user", "args").splitlines()
+    assert "jobrunner-entrypoint" in top[1], top  # PID 1: tini -- entrypoint (root)
+    # the role's processes (not a health check that podman may be running beside them)
+    roles = [line.split(None, 1) for line in top[2:] if "healthcheck" not in line]
+    assert any(process in args for _, args in roles), top
+    assert {who for who, _ in roles} == {user}, top
+
+
+#: run by a job in the stack's worker: what it can reach of the deployment's secrets
+PROBE = r"""
+echo "user=$(id -un) caps=$(grep CapEff /proc/self/status | cut -f2)"
+n=0; for f in /proc/[0-9]*/environ; do
+  grep -qa -e DATABASE_URL -e JOBRUNNER_API_TOKENS "$f" 2>/dev/null && n=$((n+1))
+done; echo "environs with secrets: $n"
+touch "$JOB_HOME/bin/planted" 2>/dev/null && echo "bin: written" || echo "bin: refused"
+/opt/venv/bin/python - <<'PY'
+import socket
+s = socket.create_connection(("redis", 6379), timeout=5)
+s.sendall(b"PING" + bytes([13, 10])); print("redis:", s.recv(100).decode().split()[0])
+import MySQLdb
+for user in ("jobrunner", "root"):
+    try:
+        MySQLdb.connect(host="mariadb", user=user, connect_timeout=5)
+        print("mariadb", user, "connected")
+    except MySQLdb.OperationalError as exc:
+        print("mariadb", user, exc.args[0])
+PY
+"""
+
+
+def test_a_job_reaches_no_secret_of_the_stack(stack: Stack, api_headers: dict[str, str]) -> None:
+    """As `job`, without capabilities: no environ holding a secret is readable, the scripts
+    are not writable, and Redis and MariaDB want passwords the job was not given."""
+    job_id = submit(stack, api_headers, PROBE)
+    job = finished(stack, api_headers, job_id)
+    assert job["state"] == "succeeded", (job, output(stack, api_headers, job_id))
+    assert output(stack, api_headers, job_id).splitlines() == [
+        "user=job caps=0000000000000000",
+        "environs with secrets: 0",
+        "bin: refused",
+        "redis: -NOAUTH",
+        "mariadb jobrunner 1045",
+        "mariadb root 1045",
+    ]
 
 
 @pytest.mark.parametrize("service", ["web", "worker", "mariadb", "redis"])
