@@ -33,9 +33,54 @@ PLAIN_CHARACTERS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t'\"_./:,@%+=-"
 )
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-#: environment variables that change what code runs: under a policy, a wildcard of
-#: JOBRUNNER_ALLOWED_ENV never allows them, only their exact name does
+#: environment variables that change what code runs, what it reads or where it connects: under
+#: a policy, a wildcard of JOBRUNNER_ALLOWED_ENV never allows them, only their exact name does.
+#: This list is a second line only (a list always misses one): name what jobs may set, prefer
+#: prefixes of your own (`APP_*`) to wide wildcards (SECURITY.md).
 DENIED_ENV = (
+    "HOME",
+    "SHELL",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "XDG_*",
+    "MAKE*",
+    "JDK_JAVA_OPTIONS",
+    "JAVA_OPTS",
+    "*_proxy",
+    "*_PROXY",
+    "OPENSSL_*",
+    "SSL_*",
+    "CURL_*",
+    "WGETRC",
+    "LUA_*",
+    "LESS*",
+    "VIMINIT",
+    "EXINIT",
+    "MYVIMRC",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "MANPAGER",
+    "PROMPT_COMMAND",
+    "INPUTRC",
+    "ZDOTDIR",
+    "NPM_CONFIG_*",
+    "npm_config_*",
+    "PIP_*",
+    "CARGO_*",
+    "RUSTC_WRAPPER",
+    "GOFLAGS",
+    "CC",
+    "CXX",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "RUSTFLAGS",
+    "NLSPATH",
+    "TERMINFO*",
+    "SUDO_ASKPASS",
     "PATH",
     "LD_*",
     "DYLD_*",

@@ -140,6 +140,20 @@ def test_under_a_policy_no_env_name_is_allowed_by_default(name: str, value: str)
         "GIT_SSH_COMMAND",
         "JOBRUNNER_WORKER",
         "PERL5OPT",
+        # the and a second attack's names, with `MAKEFLAGS,*` allowed
+        "JDK_JAVA_OPTIONS",
+        "MAKEFILES",
+        "MAKEFLAGS",
+        "SHELL",
+        "HOME",
+        "XDG_CONFIG_HOME",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "OPENSSL_CONF",
+        "LUA_INIT",
+        "LESSOPEN",
+        "VIMINIT",
+        "TMPDIR",
     ],
 )
 def test_a_wildcard_never_allows_what_changes_the_code_that_runs(name: str) -> None:
