@@ -6,7 +6,8 @@ Each tick it
   job allows it), but only once it has itself seen the database for a whole lease timeout:
   after an outage, live workers get the time to send heartbeats again first;
 - wakes queues whose waiting jobs have no message (lost to a crash between commit and
-  send, or to a broker outage);
+  send, or to a broker outage), and releases held jobs of concurrency keys that have room
+  (a safety net: the end of an attempt releases the next one itself);
 - now and then deletes final jobs whose retention (by how they ended) is over, in small
   batches; a job kept 0 seconds was deleted as it ended (service.jobs).
 
@@ -122,6 +123,10 @@ class Sweeper:
         )
 
     def _count(self, attempts: list[jobs.LostAttempt]) -> None:
+        # a lost attempt freed a slot of its queue's cap or of its key: its queue may start
+        # a waiting job now
+        for queue in sorted({lost.queue for lost in attempts}):
+            self.ctx.dispatcher.wake(queue)
         for lost in attempts:
             # a retrying one is queued by promote_due when its backoff is over
             known = lost.known
@@ -165,6 +170,9 @@ class Sweeper:
         wake-up is enough: the thread that takes it wakes the next (service.dispatch). Run
         every STUCK_AFTER_S, so a queue whose threads are all busy gets at most one spare
         wake-up that often."""
+        released = jobs.release_held(self.ctx.engine)
+        if released:
+            log.info("released held jobs of keys with room", jobs=released)
         stuck_before = utcnow() - dt.timedelta(seconds=STUCK_AFTER_S)
         with transaction(self.ctx.engine) as conn:
             stuck = queries.stuck_queues(conn, stuck_before)

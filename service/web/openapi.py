@@ -124,7 +124,16 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
 def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     """The original's form fields (`job[command]=...`); argv and env go as JSON."""
     fields = _field_schemas(settings)
-    names = ("command", "queue", "priority", "timeout", "max_retries", "run_at")
+    names = (
+        "command",
+        "queue",
+        "priority",
+        "timeout",
+        "max_retries",
+        "run_at",
+        "concurrency_key",
+        "concurrency_limit",
+    )
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {f"job[{name}]": fields[name] for name in names},
@@ -249,6 +258,16 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                     parameters=[
                         _query("state", {"type": "string", "enum": [s.value for s in State]}),
                         _query("queue", _field_schemas(settings)["queue"]),
+                        _query(
+                            "concurrency_key",
+                            _field_schemas(settings)["concurrency_key"],
+                            "Only the jobs of this concurrency key",
+                        ),
+                        _query(
+                            "schedule_id",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                            "Only the jobs this schedule created",
+                        ),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _query(
                             "after",

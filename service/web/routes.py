@@ -99,6 +99,10 @@ def _list_filter(request: Request) -> ListFilter:
     queue = params.get("queue")
     if queue is not None and not QUEUE_NAME_PATTERN.fullmatch(queue):
         errors["queue"] = ["is not a valid queue name"]
+    key = params.get("concurrency_key")
+    if key is not None and not QUEUE_NAME_PATTERN.fullmatch(key):
+        errors["concurrency_key"] = ["is not a valid concurrency key"]
+    schedule_id = _int_param(params.get("schedule_id"), "schedule_id", 1, MAX_ID, errors)
     limit = _int_param(params.get("limit"), "limit", 1, MAX_LIST_LIMIT, errors)
     after = _int_param(params.get("after"), "after", 0, MAX_ID, errors)
     order = params.get("order", "asc")
@@ -109,6 +113,8 @@ def _list_filter(request: Request) -> ListFilter:
     return ListFilter(
         state=state,
         queue=queue,
+        concurrency_key=key,
+        schedule_id=schedule_id,
         after=after,
         limit=limit if limit is not None else 100,
         descending=order == "desc",
