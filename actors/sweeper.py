@@ -1,6 +1,8 @@
 """The sweeper: the database-driven part of scheduling, run by one worker process at a time.
 
 Each tick it
+- takes the due ticks of schedules (service.schedules: each creates at most one job, however
+  many processes tick) and wakes their jobs' queues;
 - queues the scheduled and retrying jobs whose time has come, and sends their messages;
 - ends the attempts whose worker stopped sending heartbeats (`worker lost`; retried if the
   job allows it), but only once it has itself seen the database for a whole lease timeout:
@@ -25,7 +27,7 @@ import time
 import structlog
 
 from actors.context import WorkerContext
-from service import jobs, queries, workers
+from service import jobs, queries, schedules, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
 from service.dispatch import Dispatcher
@@ -82,6 +84,7 @@ class Sweeper:
                 log.exception("sweep failed")
 
     def tick(self) -> None:
+        self.run_schedules()
         due = jobs.promote_due(self.ctx.engine)
         for job_id, queue in due:
             log.info("job due", job_id=job_id, queue=queue, state="queued")
@@ -94,6 +97,27 @@ class Sweeper:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + RETENTION_INTERVAL_S
             self.purge()
+
+    def run_schedules(self) -> None:
+        ticks = schedules.tick(self.ctx.engine)
+        for taken in ticks:
+            if taken.job is None:
+                log.info(
+                    "schedule tick skipped: its last job is not final",
+                    schedule_id=taken.schedule_id,
+                )
+                RECORDER.count("jobrunner_schedule_ticks", "skipped")
+                continue
+            log.info(
+                "schedule tick",
+                schedule_id=taken.schedule_id,
+                job_id=taken.job.id,
+                queue=taken.job.queue,
+                state=taken.job.state,
+            )
+            RECORDER.count("jobrunner_schedule_ticks", "created")
+        for queue in sorted({t.job.queue for t in ticks if t.job is not None}):
+            self.ctx.dispatcher.wake(queue)
 
     def find_lost(self) -> None:
         lease = self.ctx.settings.lease_timeout

@@ -285,6 +285,15 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
     return Job.from_values(job_id, values), True
 
 
+def create_in(conn: Connection, spec: JobSpec, now: dt.datetime) -> Job:
+    """Store a new job within a transaction of the caller's (a schedule's tick: the job and
+    the tick commit together)."""
+    values = _new_job(spec, now, None)
+    key = conn.execute(INSERT_JOB, values).inserted_primary_key
+    assert key is not None
+    return Job.from_values(int(key[0]), values)
+
+
 @retry_conflicts
 def create_many(engine: Engine, specs: Sequence[JobSpec]) -> list[Job]:
     """Store several new jobs (without idempotency keys) in one statement and one commit."""

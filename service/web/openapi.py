@@ -17,6 +17,7 @@ from service.config import Settings
 from service.scopes import Scope
 from service.states import State
 from service.web.access import Need
+from service.web.schedule_schemas import ScheduleResource, input_schema
 from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
 
 REF = "#/components/schemas/{model}"
@@ -36,7 +37,13 @@ VALIDATION_SCHEMA = {
 def _resource_schemas() -> dict[str, Any]:
     """The resources the API returns, and the schemas they refer to (a job's state)."""
     schemas: dict[str, Any] = {}
-    for name, model in (("Job", JobResource), ("Queue", QueueResource), ("Worker", WorkerResource)):
+    models = (
+        ("Job", JobResource),
+        ("Queue", QueueResource),
+        ("Worker", WorkerResource),
+        ("Schedule", ScheduleResource),
+    )
+    for name, model in models:
         schema = model.model_json_schema(ref_template=REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
@@ -384,6 +391,7 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                     ],
                 ),
             },
+            **_schedule_paths(),
             "/queues": {
                 "get": _operation(
                     "listQueues",
@@ -456,6 +464,8 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                 **_resource_schemas(),
                 "JobInput": _input_schema(settings, edit=False),
                 "JobEdit": _input_schema(settings, edit=True),
+                "ScheduleInput": input_schema(edit=False),
+                "ScheduleEdit": input_schema(edit=True),
                 "Error": ERROR_SCHEMA,
                 "ValidationErrors": VALIDATION_SCHEMA,
             },
@@ -478,3 +488,94 @@ def _edit_operation(settings: Settings) -> dict[str, Any]:
         },
         requestBody=_request_body("JobEdit", settings),
     )
+
+
+SCHEDULE_ID = {
+    "name": "schedule_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _schedule_paths() -> dict[str, Any]:
+    """API.md section 7."""
+    one = {"description": "The schedule", "content": _json(_ref("Schedule"))}
+    missing = _error("No such schedule")
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("ScheduleInput")}},
+    }
+    change = {"required": True, "content": {"application/json": {"schema": _ref("ScheduleEdit")}}}
+    errors = {k: v for k, v in ERRORS.items() if k != "404"}
+    return {
+        "/schedules": {
+            "get": _operation(
+                "listSchedules",
+                "Every schedule, by name",
+                {
+                    "200": {
+                        "description": "The schedules",
+                        "content": _json({"type": "array", "items": _ref("Schedule")}),
+                    },
+                    "503": ERRORS["503"],
+                },
+            ),
+            "post": _operation(
+                "createSchedule",
+                "Create a schedule: a job from its template at each tick",
+                {
+                    "201": {
+                        "description": "Created",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _json(_ref("Schedule")),
+                    },
+                    "403": _error("Its job is not allowed by the command policy"),
+                    "409": _error("A schedule of that name exists"),
+                    "422": INVALID,
+                    **errors,
+                },
+                requestBody=body,
+            ),
+        },
+        "/schedules/{schedule_id}": {
+            "parameters": [SCHEDULE_ID],
+            "get": _operation(
+                "showSchedule", "One schedule", {"200": one, "404": missing, "503": ERRORS["503"]}
+            ),
+            "patch": _operation(
+                "editSchedule",
+                "Change a schedule (a job replaces the template whole)",
+                {
+                    "200": one,
+                    "403": _error("Its job is not allowed by the command policy"),
+                    "404": missing,
+                    "409": _error("A schedule of that name exists"),
+                    "422": INVALID,
+                    **errors,
+                },
+                requestBody=change,
+            ),
+            "delete": _operation(
+                "deleteSchedule",
+                "Delete a schedule (its jobs stay)",
+                {"204": {"description": "Deleted"}, "404": missing, "503": ERRORS["503"]},
+            ),
+        },
+        "/schedules/{schedule_id}/trigger": {
+            "parameters": [SCHEDULE_ID],
+            "post": _operation(
+                "triggerSchedule",
+                "Create the schedule's job now, enabled or not, whatever its overlap",
+                {
+                    "201": {
+                        "description": "The job created",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _json(_ref("Job")),
+                    },
+                    "404": missing,
+                    "503": ERRORS["503"],
+                },
+            ),
+        },
+    }

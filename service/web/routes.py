@@ -27,6 +27,7 @@ from service.queue_names import QueueNames
 from service.scopes import Scope
 from service.states import State
 from service.web import openapi, overview
+from service.web import schedule_routes as sched
 from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
@@ -340,6 +341,16 @@ routes = [
     ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
     ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
     ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute(
+        "/schedules", GET=(READ, sched.list_schedules), POST=(ADMIN, sched.create_schedule)
+    ),
+    ScopedRoute(
+        "/schedules/{schedule_id:int}",
+        GET=(READ, sched.show_schedule),
+        PATCH=(ADMIN, sched.edit_schedule),
+        DELETE=(ADMIN, sched.delete_schedule),
+    ),
+    ScopedRoute("/schedules/{schedule_id:int}/trigger", POST=(ADMIN, sched.trigger_schedule)),
     ScopedRoute("/queues", GET=(READ, overview.list_queues)),
     ScopedRoute("/workers", GET=(READ, overview.list_workers)),
     ScopedRoute("/healthz", GET=(PUBLIC, healthz)),

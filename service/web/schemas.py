@@ -542,3 +542,6 @@ def job_to_json(job: Any) -> dict[str, Any]:
 
 
 ListOrder = Literal["asc", "desc"]
+
+#: for the other request models of the edge (service.web.schedule_schemas)
+translate_errors = _translate
