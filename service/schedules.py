@@ -234,7 +234,8 @@ def delete(engine: Engine, schedule_id: int) -> None:
             raise NotFound(f"no schedule {schedule_id}")
 
 
-def _make_job(conn: Connection, schedule: Schedule, now: dt.datetime) -> Job:
+def _make_job(conn: Connection, schedule: Schedule) -> Job:
+    now = utcnow()  # the job's own times are the clock's, whatever tick it is for
     job = jobs.create_in(conn, spec_of(schedule.job, schedule.id), now)
     conn.execute(
         schedules.update()
@@ -248,7 +249,7 @@ def _make_job(conn: Connection, schedule: Schedule, now: dt.datetime) -> Job:
 def trigger(engine: Engine, schedule_id: int) -> Job:
     """Create the schedule's job now, outside its ticks, enabled or not, whatever `overlap`."""
     with transaction(engine) as conn:
-        return _make_job(conn, require(conn, schedule_id), utcnow())
+        return _make_job(conn, require(conn, schedule_id))
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ def _take(engine: Engine, schedule_id: int, at: dt.datetime, now: dt.datetime) -
             return None  # another scheduler took this tick
         if schedule.overlap == "skip" and _last_is_live(conn, schedule):
             return Tick(schedule_id, at, None)
-        return Tick(schedule_id, at, _make_job(conn, schedule, now))
+        return Tick(schedule_id, at, _make_job(conn, schedule))
 
 
 def _last_is_live(conn: Connection, schedule: Schedule) -> bool:
