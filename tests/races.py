@@ -60,3 +60,20 @@ def most_at_once(ledger: list[list[object]]) -> dict[str | None, int]:
         running[k] = running.get(k, 0) + int(delta)  # type: ignore[call-overload]
         most[k] = max(most.get(k, 0), running[k])
     return most
+
+
+def ticker(url: str, name: str, ledger: str, until: float) -> None:
+    """A scheduler of its own: takes due ticks as fast as it can until `until`, writing each
+    tick it took (schedule, tick time, job) to the ledger."""
+    from service import schedules
+
+    engine = create_engine(url, pool_size=2, max_overflow=0)
+    with Path(ledger).open("a") as out:
+        while time.monotonic() < until:
+            for taken in schedules.tick(engine):
+                job_id = taken.job.id if taken.job is not None else None
+                out.write(json.dumps([name, taken.schedule_id, taken.at.isoformat(), job_id]))
+                out.write("\n")
+                out.flush()
+            time.sleep(0.005)
+    engine.dispose()
