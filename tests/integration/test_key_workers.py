@@ -92,3 +92,23 @@ def test_a_stopping_worker_hands_back_and_the_key_goes_on(
     for job_id in ids:
         assert api.wait(job_id, timeout=PROCESS_DEADLINE)["state"] == "succeeded"
     never_side_by_side(scratch, ids, over)
+
+
+def test_a_queue_cap_holds_across_workers(
+    api: Api, scratch: Path, base_env: dict[str, str], log_dir: Path, workers: list[Process]
+) -> None:
+    caps = {"WORKER_QUEUES": "capq,capfree", "JOBRUNNER_QUEUE_CONCURRENCY": "capq=1"}
+    workers.append(start_worker(base_env, log_dir, "cap-1", **caps))
+    workers.append(start_worker(base_env, log_dir, "cap-2", **caps))
+    capped = [api.submit(command="bin/stamp.sh 0.3", queue="capq") for _ in range(5)]
+    free = [api.submit(command="bin/stamp.sh 0.3", queue="capfree") for _ in range(4)]
+    for job in capped + free:
+        assert api.wait(job["id"], timeout=PROCESS_DEADLINE)["state"] == "succeeded"
+    never_side_by_side(scratch, {job["id"] for job in capped}, 0.0)
+    starts = {job_id: when for job_id, _, what, when in stamps(scratch) if what == "start"}
+    ends = {job_id: when for job_id, _, what, when in stamps(scratch) if what == "end"}
+    free_ids = [job["id"] for job in free]
+    overlapping = any(
+        starts[a] < ends[b] and starts[b] < ends[a] for a in free_ids for b in free_ids if a < b
+    )
+    assert overlapping  # the uncapped queue did run side by side
