@@ -34,7 +34,7 @@ from service.db import concurrency_locks, jobs
 from service.states import State
 
 #: how many queued jobs of a full key one statement holds at a time
-HOLD_BATCH = 500
+HOLD_BATCH = 1000
 
 
 def key_lock(key: str) -> str:

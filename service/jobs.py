@@ -494,8 +494,9 @@ class NextClaim:
     cap: int | None = None
 
 
-#: how many full keys one claim may meet (holding their jobs) before it gives up for now
-MAX_FULL_KEYS = 50
+#: how often one claim may meet a full key (holding up to concurrency.HOLD_BATCH of its jobs
+#: each time) before it gives up for now
+MAX_FULL_KEYS = 100
 
 
 def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
