@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from service import db, schedules
+from service.db import create_engine
+from service.migrate import apply_migrations
 from service.schedules import NewSchedule, Timing
+from tests.conftest import MYSQL_SERVER
 from tests.races import ticker
 
 TEMPLATE = {
@@ -30,11 +36,22 @@ PROCESSES = 5
 RUN_S = 4.0
 
 
-def test_racing_schedulers_take_each_tick_once(
-    engine: sa.Engine, database_url: str, clean_db: None, tmp_path: Path
-) -> None:
-    with engine.begin() as conn:
-        conn.execute(db.schedules.delete())
+@pytest.fixture
+def private_database() -> Iterator[str]:
+    """A database of this test's own: no other scheduler (the shared worker's) ticks there."""
+    name = f"jobrunner_tick_race_{uuid.uuid4().hex[:8]}"
+    url = f"{MYSQL_SERVER}/{name}"
+    apply_migrations(url)
+    yield url
+    server = sa.create_engine(MYSQL_SERVER, poolclass=sa.pool.NullPool)
+    with server.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    server.dispose()
+
+
+def test_racing_schedulers_take_each_tick_once(private_database: str, tmp_path: Path) -> None:
+    database_url = private_database
+    engine = create_engine(database_url, pool_size=2)
     ids = [
         schedules.create(
             engine, NewSchedule(f"race-{n}", Timing(None, 1, "UTC"), TEMPLATE, overlap="allow")
@@ -65,5 +82,4 @@ def test_racing_schedulers_take_each_tick_once(
         assert RUN_S - 2 <= dict(made)[schedule_id] <= RUN_S + 1
     takers = {entry[0] for entry in ledger}
     print(f"{len(ledger)} ticks by {sorted(takers)}: {dict(made)} jobs per schedule")
-    with engine.begin() as conn:
-        conn.execute(db.schedules.delete())
+    engine.dispose()
