@@ -128,8 +128,8 @@ def _form_fields(pairs: forms.Pairs, ignore_unknown: bool) -> dict[str, Any]:
     return coerce_form_fields(fields)
 
 
-async def read_json_object(request: Request, settings: Settings, wrapper: str) -> dict[str, Any]:
-    """A JSON object body: bare, or wrapped as `{wrapper: {...}}` (the schedules' bodies)."""
+async def read_json_object(request: Request, settings: Settings, what: str) -> dict[str, Any]:
+    """A JSON object body (the schedules': no form, no wrapper, unlike a job's)."""
     body = await read_body(request, settings.max_body_size)
     media_type = _media_type(request)
     if not _is_json(media_type):
@@ -140,8 +140,6 @@ async def read_json_object(request: Request, settings: Settings, wrapper: str) -
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
-    if isinstance(data, dict) and len(data) == 1 and isinstance(data.get(wrapper), dict):
-        data = data[wrapper]
     if not isinstance(data, dict):
-        raise ValidationFailed({wrapper: ["must be a JSON object"]})
+        raise ValidationFailed({what: ["must be a JSON object"]})
     return data

@@ -125,6 +125,26 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
             {"required": ["command"], "properties": {"command": {"type": "string"}, "argv": null}},
             {"required": ["argv"], "properties": {"argv": {"type": "array"}, "command": null}},
         ]
+    # a concurrency_limit only with a concurrency_key (API.md section 6)
+    schema["allOf"] = [
+        {
+            "anyOf": [
+                {"properties": {"concurrency_limit": null}},
+                {
+                    "required": ["concurrency_key"],
+                    "properties": {"concurrency_key": {"type": "string"}},
+                },
+            ]
+        }
+    ]
+    return schema
+
+
+def _schedule_job_schema(settings: Settings) -> dict[str, Any]:
+    """A schedule's job: the fields of POST /jobs but run_at (its jobs are due at each tick)."""
+    schema = _input_schema(settings, edit=False)
+    del schema["properties"]["run_at"]
+    schema["properties"]["run_at"] = False
     return schema
 
 
@@ -152,6 +172,15 @@ def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
         schema["anyOf"] = [{"required": [f"job[{name}]"]} for name in names]
     else:
         schema["required"] = ["job[command]"]
+    # a concurrency_limit only with a concurrency_key (API.md section 6)
+    schema["allOf"] = [
+        {
+            "anyOf": [
+                {"not": {"required": ["job[concurrency_limit]"]}},
+                {"required": ["job[concurrency_key]"]},
+            ]
+        }
+    ]
     return schema
 
 
@@ -464,6 +493,7 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                 **_resource_schemas(),
                 "JobInput": _input_schema(settings, edit=False),
                 "JobEdit": _input_schema(settings, edit=True),
+                "ScheduleJob": _schedule_job_schema(settings),
                 "ScheduleInput": input_schema(edit=False),
                 "ScheduleEdit": input_schema(edit=True),
                 "Error": ERROR_SCHEMA,
@@ -506,6 +536,15 @@ def _schedule_paths() -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": _ref("ScheduleInput")}},
     }
+    links = {
+        name: {"operationId": operation, "parameters": {"schedule_id": "$response.body#/id"}}
+        for name, operation in (
+            ("GetSchedule", "showSchedule"),
+            ("EditSchedule", "editSchedule"),
+            ("TriggerSchedule", "triggerSchedule"),
+            ("DeleteSchedule", "deleteSchedule"),
+        )
+    }
     change = {"required": True, "content": {"application/json": {"schema": _ref("ScheduleEdit")}}}
     errors = {k: v for k, v in ERRORS.items() if k != "404"}
     return {
@@ -529,6 +568,7 @@ def _schedule_paths() -> dict[str, Any]:
                         "description": "Created",
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "content": _json(_ref("Schedule")),
+                        "links": links,
                     },
                     "403": _error("Its job is not allowed by the command policy"),
                     "409": _error("A schedule of that name exists"),

@@ -7,6 +7,7 @@ is created whole or not at all. Problems are reported Rails-style, every one at 
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -28,6 +29,7 @@ from service.web.schemas import (
     NON_BLANK,
     NUL_FREE,
     Time,
+    coerce_json_fields,
     format_time,
     parse_create,
     translate_errors,
@@ -84,6 +86,9 @@ class ScheduleFields(BaseModel):
 
 
 def _fields(data: dict[str, Any]) -> tuple[ScheduleFields, dict[str, list[str]]]:
+    every = data.get("every")
+    if isinstance(every, float) and every.is_integer() and abs(every) < 2**63:
+        data = dict(data, every=int(every))  # JSON has one number type: 5.0 is an integer
     try:
         return ScheduleFields.model_validate(data), {}
     except ValidationError as exc:
@@ -104,7 +109,7 @@ def _job(data: Any, settings: Settings, errors: dict[str, list[str]]) -> JobSpec
         errors["job.run_at"] = [NOT_IN_A_TEMPLATE]
         data = {key: value for key, value in data.items() if key != "run_at"}
     try:
-        return parse_create(data, settings)
+        return parse_create(coerce_json_fields(data), settings)
     except ValidationFailed as exc:
         for name, messages in exc.errors.items():
             errors[f"job.{name}"] = messages
@@ -237,13 +242,54 @@ def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
     }
 
 
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def input_schema(*, edit: bool) -> dict[str, Any]:
-    """The JSON Schema of a create (edit: a change) request, from ScheduleFields."""
-    schema = ScheduleFields.model_json_schema()
-    schema["properties"]["job"] = {"$ref": "#/components/schemas/JobInput"}
+    """The JSON Schema of a create (edit: a change) request, with the same rules as
+    parse_new and parse_change: the OpenAPI document shows it, and the fuzzer holds the two
+    together. `cron` has the format `cron`: 5 fields that cronsim reads (a regular expression
+    cannot say which ranges and dates exist)."""
+    fields = ScheduleFields.model_json_schema()["properties"]
+
+    def bare(name: str) -> dict[str, Any]:
+        (schema,) = [b for b in fields[name]["anyOf"] if b != {"type": "null"}]
+        schema = dict(schema, description=fields[name].get("description", ""))
+        if not schema["description"]:
+            del schema["description"]
+        return schema
+
+    cron = dict(bare("cron"), format="cron")
+    timezone = {
+        "type": "string",
+        "enum": sorted(zoneinfo.available_timezones()),
+        "description": "IANA time zone of cron (default UTC)",
+    }
+    properties: dict[str, Any] = {
+        "name": bare("name"),
+        "cron": _nullable(cron),
+        "every": _nullable(bare("every")),
+        "job": {"$ref": "#/components/schemas/ScheduleJob"},
+        "enabled": bare("enabled") if edit else _nullable(bare("enabled")),
+        "overlap": bare("overlap") if edit else _nullable(bare("overlap")),
+        "timezone": timezone if edit else _nullable(timezone),
+    }
+    null = {"type": "null"}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
     if edit:
         schema["minProperties"] = 1
+        # not both cron and every
+        schema["anyOf"] = [{"properties": {"cron": null}}, {"properties": {"every": null}}]
     else:
         schema["required"] = ["name", "job"]
-    schema["additionalProperties"] = False
+        # exactly one of cron and every
+        schema["oneOf"] = [
+            {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+            {"required": ["every"], "properties": {"every": {"type": "integer"}}},
+        ]
     return schema

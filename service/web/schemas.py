@@ -415,6 +415,8 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise ValidationFailed({"command": [BLANK]})
     if given.get("command") is not None and given.get("argv") is not None:
         raise ValidationFailed({"argv": ["cannot be given together with command"]})
+    if given.get("concurrency_limit") is not None and given.get("concurrency_key") is None:
+        raise ValidationFailed({"concurrency_limit": [LIMIT_NEEDS_KEY]})
     changes: dict[str, Any] = {}
     for name in EDITABLE_FIELDS:
         if name not in given or given[name] is None:
