@@ -170,7 +170,8 @@ def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
     (ix_jobs_queue_state_id), whatever the number of final ones."""
     due_since = sa.case(
         (
-            jobs.c.run_at <= now,
+            # a job held for its full concurrency key cannot run now (service.concurrency)
+            sa.and_(jobs.c.run_at <= now, jobs.c.held == 0),
             sa.case((jobs.c.created_at > jobs.c.run_at, jobs.c.created_at), else_=jobs.c.run_at),
         ),
         else_=None,
