@@ -14,6 +14,11 @@ locking read takes only the rows it returns):
   finishing UPDATE deadlocked that way under load;
 - the claim is the one locking read that searches (`SELECT ... FOR UPDATE SKIP LOCKED` in
   `ix_jobs_claim` order): it never waits, so it cannot close a cycle;
+- a claim in a capped queue, or of a job with a concurrency key, locks that queue's, then that
+  key's row of `concurrency_locks` and counts what runs under it (service.concurrency); a
+  transaction that holds a key's row takes job rows only with SKIP LOCKED, so it waits for
+  nothing but another key's row (a finish of one key then a claim of another: a deadlock
+  there is rolled back and run again, like any);
 - the sweeper finds its rows with plain reads (no locks) and moves each through the same
   guarded UPDATE by id as everyone else: a row that changed meanwhile fails its guard;
 - a multi-row write (a heartbeat, a batch of promotions or deletions) takes its rows in
