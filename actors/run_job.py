@@ -40,7 +40,7 @@ def keep_queue(ctx: WorkerContext, queue: str) -> int:
         ctx.dispatcher.wake(queue)  # leave the job to a worker that is not stopping
         return 0
     turn_ends = time.monotonic() + KEEP_QUEUE_S
-    claim = jobs.NextClaim(queue, ctx.name)
+    claim = jobs.NextClaim(queue, ctx.name, ctx.settings.queue_cap(queue))
 
     def keep_going() -> jobs.NextClaim | None:
         """Asked as each job's end is recorded: claim the next in the same transaction?"""
@@ -48,7 +48,7 @@ def keep_queue(ctx: WorkerContext, queue: str) -> int:
             return None
         return claim
 
-    job = jobs.claim_next(ctx.engine, queue, ctx.name)
+    job = jobs.claim_next(ctx.engine, queue, ctx.name, claim.cap)
     if job is not None:
         ctx.dispatcher.wake(queue)  # more may wait: another idle thread takes the next one
     ran = 0
@@ -58,7 +58,7 @@ def keep_queue(ctx: WorkerContext, queue: str) -> int:
         if after.tried:
             job = after.job  # None: the queue had nothing ready
         elif keep_going() is not None:  # the end was not recorded by us: claim on its own
-            job = jobs.claim_next(ctx.engine, queue, ctx.name)
+            job = jobs.claim_next(ctx.engine, queue, ctx.name, claim.cap)
         else:
             ctx.dispatcher.wake(queue)  # the turn is over; the queue may hold more
             break

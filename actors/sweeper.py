@@ -1,12 +1,15 @@
 """The sweeper: the database-driven part of scheduling, run by one worker process at a time.
 
 Each tick it
+- takes the due ticks of schedules (service.schedules: each creates at most one job, however
+  many processes tick) and wakes their jobs' queues;
 - queues the scheduled and retrying jobs whose time has come, and sends their messages;
 - ends the attempts whose worker stopped sending heartbeats (`worker lost`; retried if the
   job allows it), but only once it has itself seen the database for a whole lease timeout:
   after an outage, live workers get the time to send heartbeats again first;
 - wakes queues whose waiting jobs have no message (lost to a crash between commit and
-  send, or to a broker outage);
+  send, or to a broker outage), and releases held jobs of concurrency keys that have room
+  (a safety net: the end of an attempt releases the next one itself);
 - now and then deletes final jobs whose retention (by how they ended) is over, in small
   batches; a job kept 0 seconds was deleted as it ended (service.jobs).
 
@@ -24,7 +27,7 @@ import time
 import structlog
 
 from actors.context import WorkerContext
-from service import jobs, queries, workers
+from service import jobs, queries, schedules, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
 from service.dispatch import Dispatcher
@@ -81,6 +84,7 @@ class Sweeper:
                 log.exception("sweep failed")
 
     def tick(self) -> None:
+        self.run_schedules()
         due = jobs.promote_due(self.ctx.engine)
         for job_id, queue in due:
             log.info("job due", job_id=job_id, queue=queue, state="queued")
@@ -93,6 +97,27 @@ class Sweeper:
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + RETENTION_INTERVAL_S
             self.purge()
+
+    def run_schedules(self) -> None:
+        ticks = schedules.tick(self.ctx.engine)
+        for taken in ticks:
+            if taken.job is None:
+                log.info(
+                    "schedule tick skipped: its last job is not final",
+                    schedule_id=taken.schedule_id,
+                )
+                RECORDER.count("jobrunner_schedule_ticks", "skipped")
+                continue
+            log.info(
+                "schedule tick",
+                schedule_id=taken.schedule_id,
+                job_id=taken.job.id,
+                queue=taken.job.queue,
+                state=taken.job.state,
+            )
+            RECORDER.count("jobrunner_schedule_ticks", "created")
+        for queue in sorted({t.job.queue for t in ticks if t.job is not None}):
+            self.ctx.dispatcher.wake(queue)
 
     def find_lost(self) -> None:
         lease = self.ctx.settings.lease_timeout
@@ -122,6 +147,10 @@ class Sweeper:
         )
 
     def _count(self, attempts: list[jobs.LostAttempt]) -> None:
+        # a lost attempt freed a slot of its queue's cap or of its key: its queue may start
+        # a waiting job now
+        for queue in sorted({lost.queue for lost in attempts}):
+            self.ctx.dispatcher.wake(queue)
         for lost in attempts:
             # a retrying one is queued by promote_due when its backoff is over
             known = lost.known
@@ -165,6 +194,9 @@ class Sweeper:
         wake-up is enough: the thread that takes it wakes the next (service.dispatch). Run
         every STUCK_AFTER_S, so a queue whose threads are all busy gets at most one spare
         wake-up that often."""
+        released = jobs.release_held(self.ctx.engine)
+        if released:
+            log.info("released held jobs of keys with room", jobs=released)
         stuck_before = utcnow() - dt.timedelta(seconds=STUCK_AFTER_S)
         with transaction(self.ctx.engine) as conn:
             stuck = queries.stuck_queues(conn, stuck_before)

@@ -11,7 +11,9 @@ Per repetition and list URL, a client loop (one keep-alive connection, one reque
 so the latency is that of the request, not of a queue) runs `--duration` s against each web.
 Then the SQL that the project's own code sends (captured from SQLAlchemy, not retyped) for the
 list queries, the worker's claim, and the sweeper's queries, with EXPLAIN, and ANALYZE (it runs
-the statement: rows actually read, and the time) on the big table.
+the statement: rows actually read, and the time) on the big table. Then figure 6b
+(bench/scale_keys.py): the claim of other queues beside one full concurrency key with
+`--key-jobs` (10,000) waiting jobs.
 
     .venv/bin/python -m bench.scale [--rows 1000000] [--duration 5] [--refill] [--drop]
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench import scale_keys
 from bench import stack as stack_mod
 from bench.client import Api
 from bench.common import Result, log, standalone
@@ -100,6 +103,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refill", action="store_true", help="fill the big table again")
     group.add_argument("--drop", action="store_true", help="drop the big database at the end")
     group.add_argument("--analyze-runs", type=int, default=None, help="timed runs per query (20)")
+    group.add_argument(
+        "--key-jobs", type=int, default=None, help="waiting jobs of one full key (10,000)"
+    )
 
 
 # --- the fill -----------------------------------------------------------------------------
@@ -403,7 +409,10 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
         )
     table.notes += notes
     table.notes.append("after=90%: the page after the id at 90 % of the table (a deep page)")
-    result.tables = [table, plans, timing]
+    key_jobs = args.key_jobs or (200 if config.smoke else 10_000)
+    log(f"scale: claims beside a full key with {key_jobs} waiting jobs")
+    keys = scale_keys.measure(key_jobs, 50 if config.smoke else 500, config.reps)
+    result.tables = [table, plans, timing, keys]
     result.raw["scale"] = reps
     return result
 

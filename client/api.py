@@ -155,6 +155,25 @@ class ApiClient:
                 return
             url, query = response.url.join(link), None  # the link carries the query
 
+    def schedules(self) -> list[Job]:
+        found: list[Job] = _json_of(self._request("GET", "/schedules"), self.url)
+        return found
+
+    def schedule(self, schedule_id: int) -> Job:
+        return self._json("GET", f"/schedules/{schedule_id}")
+
+    def create_schedule(self, fields: dict[str, Any]) -> Job:
+        return self._json("POST", "/schedules", json=fields)
+
+    def change_schedule(self, schedule_id: int, fields: dict[str, Any]) -> Job:
+        return self._json("PATCH", f"/schedules/{schedule_id}", json=fields)
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        self._request("DELETE", f"/schedules/{schedule_id}")
+
+    def trigger(self, schedule_id: int) -> Job:
+        return self._json("POST", f"/schedules/{schedule_id}/trigger")
+
     def cancel(self, job_id: int) -> Job:
         return self._json("POST", f"/jobs/{job_id}/cancel")
 

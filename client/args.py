@@ -79,6 +79,8 @@ def job_fields(
     retries: int | None = None,
     env: Mapping[str, str] | None = None,
     run_at: str | None = None,
+    concurrency_key: str | None = None,
+    concurrency_limit: int | None = None,
 ) -> dict[str, Any]:
     """The body of POST /jobs: `argv` (no shell) or `command` (a shell line), and the options."""
     if argv and shell is not None:
@@ -93,6 +95,8 @@ def job_fields(
         "max_retries": retries,
         "run_at": run_at,
         "env": dict(env) if env else None,
+        "concurrency_key": concurrency_key,
+        "concurrency_limit": concurrency_limit,
     }
     fields.update({name: value for name, value in optional.items() if value is not None})
     return fields

@@ -136,6 +136,17 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print the job as
     help="Run at an ISO 8601 time (local time without an offset), or +DURATION from now.",
 )
 @click.option("--idempotency-key", metavar="KEY", help="Submit at most once per KEY.")
+@click.option(
+    "--concurrency-key",
+    metavar="KEY",
+    help="At most --concurrency-limit jobs of KEY run at once; the others wait their turn.",
+)
+@click.option(
+    "--concurrency-limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --concurrency-key (default 1).",
+)
 @click.option("-w", "--wait", is_flag=True, help="Wait for the end; exit with its exit code.")
 @click.option("-f", "--follow", is_flag=True, help="Print the output as it comes (implies --wait).")
 @AS_JSON
@@ -151,6 +162,8 @@ def submit(
     env_items: tuple[str, ...],
     run_at: str | None,
     idempotency_key: str | None,
+    concurrency_key: str | None,
+    concurrency_limit: int | None,
     wait: bool,
     follow: bool,
     as_json: bool,
@@ -163,6 +176,7 @@ def submit(
       jobrunner submit -- make test                 prints the new job's id
       jobrunner submit --wait --follow -- make test  like running `make test` here
       jobrunner submit --at +10m --shell 'bin/report.sh > out.txt'
+      jobrunner submit --concurrency-key deploy-web -- bin/deploy.sh web
     """
     if follow and as_json:
         raise click.UsageError("--follow prints the output: it does not go with --json")
@@ -180,6 +194,8 @@ def submit(
             retries=retries,
             env=env,
             run_at=run_at,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -321,5 +337,8 @@ COMMANDS = (submit, wait, list_jobs, show, output, cancel, retry)
 
 
 def add_commands(group: click.Group) -> None:
+    from client.schedule_commands import schedule
+
     for command in COMMANDS:
         group.add_command(command)
+    group.add_command(schedule)

@@ -102,6 +102,20 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+def _queue_caps(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """`reports=2,deploy=1`: the most running jobs of each named queue (API.md section 6)."""
+    caps: dict[str, int] = {}
+    for item in _list(env, name):
+        queue, sep, raw = item.partition("=")
+        queue, raw = queue.strip(), raw.strip()
+        if not sep or not QUEUE_NAME_PATTERN.fullmatch(queue):
+            raise ConfigError(f"{name} entries are queue=limit, got {item!r}")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{name}: the limit of {queue} must be an integer >= 1, got {raw!r}")
+        caps[queue] = int(raw)
+    return tuple(sorted(caps.items()))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service, with the defaults a fresh install runs with."""
@@ -163,6 +177,8 @@ class Settings:
     max_queues: int = 1000
     #: patterns of the queue names jobs may use; empty means any valid name
     allowed_queues: tuple[str, ...] = ()
+    #: JOBRUNNER_QUEUE_CONCURRENCY: (queue, most running jobs at once across every worker)
+    queue_concurrency: tuple[tuple[str, int], ...] = ()
     #: patterns of the env names a job may set when a command policy is on; empty means none
     #: (see service.policy)
     allowed_env: tuple[str, ...] = ()
@@ -185,6 +201,14 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
+
+    def queue_cap(self, queue: str) -> int | None:
+        """The most jobs of `queue` that may run at once (JOBRUNNER_QUEUE_CONCURRENCY)."""
+        return self.queue_caps.get(queue)
+
+    @cached_property
+    def queue_caps(self) -> dict[str, int]:
+        return dict(self.queue_concurrency)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -273,6 +297,7 @@ class Settings:
             allowed_env=_list(env, "JOBRUNNER_ALLOWED_ENV"),
             max_queues=_int(env, "JOBRUNNER_MAX_QUEUES", 1000),
             allowed_queues=_list(env, "JOBRUNNER_ALLOWED_QUEUES"),
+            queue_concurrency=_queue_caps(env, "JOBRUNNER_QUEUE_CONCURRENCY"),
             unknown_fields=_choice(env, "JOBRUNNER_UNKNOWN_FIELDS", ("refuse", "ignore")),
             machine_id=env.get("JOBRUNNER_MACHINE_ID", "").strip(),
             containment=_choice(env, "JOBRUNNER_CONTAINMENT", ("auto", "cgroup", "subreaper")),

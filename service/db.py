@@ -67,8 +67,19 @@ jobs = sa.Table(
     # how the last attempt ended (service.states.EndReason), and the signal that ended it
     sa.Column("end_reason", sa.String(16), nullable=True),
     sa.Column("exit_signal", sa.Integer, nullable=True),
-    # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE)
-    sa.Index("ix_jobs_claim", "queue", "state", "priority", "run_at", "id"),
+    # concurrency keys (API.md section 6; migration 0008): at most `concurrency_limit` jobs of
+    # a key run at once; `held` is 1 while a queued job waits for a slot of its full key
+    sa.Column("concurrency_key", sa.String(64), nullable=True),
+    sa.Column("concurrency_limit", sa.Integer, nullable=True),
+    sa.Column("held", sa.Integer, nullable=False, server_default="0"),
+    # the schedule that created it (API.md section 7); no foreign key: its jobs outlive it
+    sa.Column("schedule_id", _ID, nullable=True),
+    # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE);
+    # held jobs sit apart, behind `held`, and cost the claim nothing
+    sa.Index("ix_jobs_claim", "queue", "state", "held", "priority", "run_at", "id"),
+    # a key's running jobs (counted by the claim) and its held ones in the order they run
+    sa.Index("ix_jobs_key", "concurrency_key", "state", "held", "priority", "run_at", "id"),
+    sa.Index("ix_jobs_schedule_id", "schedule_id", "id"),
     # the sweeper: due scheduled/retrying jobs, stale running ones
     sa.Index("ix_jobs_state_run_at", "state", "run_at"),
     # GET /jobs by state, by queue, by both, in id order; retention by finished_at
@@ -105,6 +116,37 @@ workers = sa.Table(
     sa.Column("queues", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("last_seen_at", sa.DateTime, nullable=False),
+)
+
+
+#: one row per concurrency key (`key:NAME`) or capped queue (`queue:NAME`), locked by a claim
+#: while it counts what runs (service.jobs): two claims never both see room
+concurrency_locks = sa.Table(
+    "concurrency_locks",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+)
+
+
+#: API.md section 7; `job` is the template's fields as POST /jobs takes them
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("cron", sa.String(255), nullable=True),
+    sa.Column("every", sa.Integer, nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("job", sa.JSON, nullable=False),
+    sa.Column("enabled", sa.Integer, nullable=False),
+    sa.Column("overlap", sa.String(8), nullable=False),
+    sa.Column("next_run_at", sa.DateTime, nullable=True),
+    sa.Column("last_run_at", sa.DateTime, nullable=True),
+    sa.Column("last_job_id", _ID, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("name", name="uq_schedules_name"),
+    sa.Index("ix_schedules_next_run_at", "next_run_at"),
 )
 
 

@@ -14,6 +14,11 @@ locking read takes only the rows it returns):
   finishing UPDATE deadlocked that way under load;
 - the claim is the one locking read that searches (`SELECT ... FOR UPDATE SKIP LOCKED` in
   `ix_jobs_claim` order): it never waits, so it cannot close a cycle;
+- a claim in a capped queue, or of a job with a concurrency key, locks that queue's, then that
+  key's row of `concurrency_locks` and counts what runs under it (service.concurrency); a
+  transaction that holds a key's row takes job rows only with SKIP LOCKED, so it waits for
+  nothing but another key's row (a finish of one key then a claim of another: a deadlock
+  there is rolled back and run again, like any);
 - the sweeper finds its rows with plain reads (no locks) and moves each through the same
   guarded UPDATE by id as everyone else: a row that changed meanwhile fails its guard;
 - a multi-row write (a heartbeat, a batch of promotions or deletions) takes its rows in
@@ -40,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from service import queries
+from service import concurrency, queries
 from service.db import (
     database_time,
     db_now,
@@ -50,7 +55,7 @@ from service.db import (
     transaction,
     utcnow,
 )
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, ValidationFailed
 from service.queries import Job
 from service.states import (
     ALLOWED_FROM,
@@ -219,6 +224,11 @@ class JobSpec:
     max_retries: int
     run_at: dt.datetime | None
     env: dict[str, str] | None
+    #: API.md section 6: at most `concurrency_limit` jobs of the key run at once
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    #: the schedule that made it (API.md section 7)
+    schedule_id: int | None = None
 
 
 #: built once: the hot path of POST /jobs executes them with new values only
@@ -245,6 +255,10 @@ def _new_job(spec: JobSpec, now: dt.datetime, idempotency_key: str | None) -> di
         "idempotency_key": idempotency_key,
         "output_offset": 0,
         "output_bytes": 0,
+        "concurrency_key": spec.concurrency_key,
+        "concurrency_limit": spec.concurrency_limit,
+        "held": 0,
+        "schedule_id": spec.schedule_id,
     }
 
 
@@ -276,6 +290,15 @@ def create(engine: Engine, spec: JobSpec, idempotency_key: str | None = None) ->
     return Job.from_values(job_id, values), True
 
 
+def create_in(conn: Connection, spec: JobSpec, now: dt.datetime) -> Job:
+    """Store a new job within a transaction of the caller's (a schedule's tick: the job and
+    the tick commit together)."""
+    values = _new_job(spec, now, None)
+    key = conn.execute(INSERT_JOB, values).inserted_primary_key
+    assert key is not None
+    return Job.from_values(int(key[0]), values)
+
+
 @retry_conflicts
 def create_many(engine: Engine, specs: Sequence[JobSpec]) -> list[Job]:
     """Store several new jobs (without idempotency keys) in one statement and one commit."""
@@ -292,6 +315,13 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
     with transaction(engine) as conn:
         now = utcnow()
         values = dict(changes, updated_at=now)
+        if "concurrency_key" in changes or "concurrency_limit" in changes:
+            values["held"] = 0  # its key or limit changed: let the claim judge it again
+            current = _require(conn, job_id)
+            if "concurrency_key" not in changes and current.concurrency_key is None:
+                raise ValidationFailed({"concurrency_limit": ["needs a concurrency_key"]})
+            if "concurrency_limit" not in changes and current.concurrency_limit is None:
+                values["concurrency_limit"] = 1
         if "run_at" in changes:
             to = State.SCHEDULED if changes["run_at"] > now else State.QUEUED
         else:
@@ -359,6 +389,7 @@ def retry(engine: Engine, job_id: int) -> Job:
             output=None,
             output_offset=0,
             output_bytes=0,
+            held=0,
             updated_at=now,
         )
         if not moved:
@@ -371,13 +402,17 @@ def retry(engine: Engine, job_id: int) -> Job:
 def delete(engine: Engine, job_id: int) -> State:
     """Delete a job and its output; return the state it had (a running one must be stopped)."""
     with transaction(engine) as conn:
-        state = conn.execute(
-            sa.select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()
-        ).scalar()
-        if state is None:
+        row = conn.execute(
+            sa.select(jobs.c.state, jobs.c.concurrency_key)
+            .where(jobs.c.id == job_id)
+            .with_for_update()
+        ).first()
+        if row is None:
             raise NotFound(f"no job {job_id}")
         conn.execute(jobs.delete().where(jobs.c.id == job_id))
-        return State(state)
+        if row.state == State.RUNNING:
+            concurrency.free_slot(conn, row.concurrency_key)
+        return State(row.state)
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -401,6 +436,7 @@ class ClaimedJob:
     #: when it was due (its creation, or the end of its backoff), and when this attempt began
     run_at: dt.datetime
     claimed_at: dt.datetime
+    concurrency_key: str | None = None
 
 
 _CLAIM_COLUMNS = (
@@ -415,6 +451,8 @@ _CLAIM_COLUMNS = (
     jobs.c.output,
     jobs.c.output_offset,
     jobs.c.run_at,
+    jobs.c.concurrency_key,
+    jobs.c.concurrency_limit,
 )
 
 
@@ -423,6 +461,7 @@ CLAIM_CANDIDATE = (
     .where(
         jobs.c.queue == sa.bindparam("queue"),
         jobs.c.state == State.QUEUED,
+        jobs.c.held == 0,  # waiting for a slot of its full key (service.concurrency)
         jobs.c.run_at <= sa.bindparam("now", type_=sa.DateTime),
     )
     .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
@@ -436,29 +475,57 @@ CLAIM_CANDIDATE = (
 
 
 @retry_conflicts
-def claim_next(engine: Engine, queue: str, worker: str) -> ClaimedJob | None:
+def claim_next(
+    engine: Engine, queue: str, worker: str, cap: int | None = None
+) -> ClaimedJob | None:
     """Start the best waiting job of a queue: lowest priority, then earliest run_at, then id.
 
     `FOR UPDATE SKIP LOCKED` lets concurrent workers take different rows; the guarded UPDATE
-    makes a second claim of the same row impossible whatever the broker delivers.
+    makes a second claim of the same row impossible whatever the broker delivers. With `cap`,
+    nothing starts while `cap` jobs of the queue run; a job whose concurrency key is full is
+    held instead, and the next one tried (service.concurrency).
     """
     with transaction(engine) as conn:
-        return _claim_in(conn, NextClaim(queue, worker))
+        return _claim_in(conn, NextClaim(queue, worker, cap))
 
 
 @dataclass(frozen=True)
 class NextClaim:
-    """Which queue a worker thread claims its next job from, and under what name."""
+    """Which queue a worker thread claims its next job from, and under what name; `cap`: the
+    queue's JOBRUNNER_QUEUE_CONCURRENCY, if it has one."""
 
     queue: str
     worker: str
+    cap: int | None = None
+
+
+#: how often one claim may meet a full key (holding up to concurrency.HOLD_BATCH of its jobs
+#: each time) before it gives up for now
+MAX_FULL_KEYS = 100
 
 
 def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
     now = utcnow()
-    row = conn.execute(CLAIM_CANDIDATE, {"queue": claim.queue, "now": now}).first()
-    if row is None:
-        return None
+    if claim.cap is not None:
+        concurrency.lock(conn, concurrency.queue_lock(claim.queue))
+        if concurrency.running_of_queue(conn, claim.queue) >= claim.cap:
+            return None
+    for _ in range(MAX_FULL_KEYS):
+        row = conn.execute(CLAIM_CANDIDATE, {"queue": claim.queue, "now": now}).first()
+        if row is None:
+            return None
+        key = row.concurrency_key
+        if key is None:
+            return _claim_row(conn, claim, row, now)
+        concurrency.lock(conn, concurrency.key_lock(key))
+        running = concurrency.running_of_key(conn, key)
+        if running < (row.concurrency_limit or 1):
+            return _claim_row(conn, claim, row, now)
+        concurrency.hold(conn, key, running)  # this row among them: it is locked by us
+    return None
+
+
+def _claim_row(conn: Connection, claim: NextClaim, row: Any, now: dt.datetime) -> ClaimedJob | None:
     lease, attempt = row.lease + 1, row.attempts + 1
     claimed = _move(
         conn,
@@ -491,6 +558,7 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         output_offset=row.output_offset,
         run_at=row.run_at,
         claimed_at=now,
+        concurrency_key=row.concurrency_key,
     )
 
 
@@ -587,6 +655,28 @@ def _end_attempt(
     now: dt.datetime,
     values: dict[str, Any],
     retention: Retention | None = None,
+    key: str | None = None,
+) -> State | None:
+    """`_move_to_end`, and the slot of the job's concurrency key freed by it, if it moved."""
+    state = _move_to_end(
+        conn, job_id, attempt, max_retries, fence, outcome, policy, now, values, retention
+    )
+    if state is not None:
+        concurrency.free_slot(conn, key)
+    return state
+
+
+def _move_to_end(
+    conn: Connection,
+    job_id: int,
+    attempt: int,
+    max_retries: int,
+    fence: Mapping[Guard, Any],
+    outcome: Outcome,
+    policy: RetryPolicy,
+    now: dt.datetime,
+    values: dict[str, Any],
+    retention: Retention | None = None,
 ) -> State | None:
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
@@ -648,6 +738,9 @@ def finish_and_claim(
     """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
     worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
     with transaction(engine) as conn:
+        if then.cap is not None and job.concurrency_key is not None:
+            # a queue's lock before a key's (service.concurrency): the claim takes it next
+            concurrency.lock(conn, concurrency.queue_lock(then.queue))
         return _finish_in(conn, job, outcome, output, policy, retention), _claim_in(conn, then)
 
 
@@ -676,6 +769,7 @@ def _finish_in(
         utcnow(),
         values,
         retention,
+        job.concurrency_key,
     )
 
 
@@ -687,7 +781,7 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
     """
     with transaction(engine) as conn:
         now = utcnow()
-        return _move(
+        moved = _move(
             conn,
             job.id,
             State.QUEUED,
@@ -698,6 +792,9 @@ def hand_back(engine: Engine, job: ClaimedJob) -> bool:
             heartbeat_at=None,
             updated_at=now,
         )
+        if moved:
+            concurrency.free_slot(conn, job.concurrency_key)
+        return moved
 
 
 def release_unregistered(
@@ -712,22 +809,22 @@ def release_unregistered(
     with transaction(engine) as conn:
         cutoff = utcnow() - dt.timedelta(seconds=older_than)
         rows = conn.execute(
-            sa.select(jobs.c.id, jobs.c.lease, jobs.c.queue).where(
+            sa.select(jobs.c.id, jobs.c.lease, jobs.c.queue, jobs.c.concurrency_key).where(
                 jobs.c.state == State.RUNNING, jobs.c.locked_by == worker, jobs.c.locked_at < cutoff
             )
         ).all()
     released = []
     for row in rows:
-        if row.id not in known and _release(engine, row.id, row.lease):
+        if row.id not in known and _release(engine, row.id, row.lease, row.concurrency_key):
             released.append((row.id, row.queue))
     return released
 
 
 @retry_fenced
-def _release(engine: Engine, job_id: int, lease: int) -> bool:
+def _release(engine: Engine, job_id: int, lease: int, key: str | None) -> bool:
     with transaction(engine) as conn:
         now = utcnow()
-        return _move(
+        moved = _move(
             conn,
             job_id,
             State.QUEUED,
@@ -738,6 +835,9 @@ def _release(engine: Engine, job_id: int, lease: int) -> bool:
             heartbeat_at=None,
             updated_at=now,
         )
+        if moved:
+            concurrency.free_slot(conn, key)
+        return moved
 
 
 # --- the sweeper --------------------------------------------------------------------------
@@ -825,6 +925,7 @@ _LOST_COLUMNS = (
     jobs.c.attempts,
     jobs.c.max_retries,
     jobs.c.locked_by,
+    jobs.c.concurrency_key,
 )
 
 
@@ -917,7 +1018,23 @@ def _end_lost_attempt(
             utcnow(),
             values,
             retention,
+            row.concurrency_key,
         )
+
+
+def release_held(engine: Engine) -> int:
+    """The sweeper's safety net: release held jobs of every key that has room now (a limit
+    raised by an edit, a slot freed while the job was being held). Returns how many."""
+    with transaction(engine) as conn:
+        keys = concurrency.held_keys(conn)
+    return sum(_release_held(engine, key) for key in keys)
+
+
+@retry_conflicts
+def _release_held(engine: Engine, key: str) -> int:
+    with transaction(engine) as conn:
+        concurrency.lock(conn, concurrency.key_lock(key))
+        return concurrency.release(conn, key, count=10)
 
 
 def purge_finished(engine: Engine, retention: Retention, batch: int = 500) -> int:

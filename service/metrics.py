@@ -29,7 +29,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from service import workers
+from service import concurrency, workers
 from service.bus import Bus, BusUnavailable
 from service.db import jobs, transaction, utcnow
 from service.states import State
@@ -74,6 +74,11 @@ EVENTS: Mapping[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
         "From a lost worker's last sign of life to its attempts declared lost",
         (),
         LOSS_BUCKETS,
+    ),
+    "jobrunner_schedule_ticks": (
+        "Schedule ticks taken, by outcome (created a job, or skipped: overlap)",
+        ("outcome",),
+        None,
     ),
     "jobrunner_http_requests": ("HTTP requests", ("route", "method", "status"), None),
     "jobrunner_http_request_duration_seconds": (
@@ -241,6 +246,34 @@ def _state_metrics(engine: Engine) -> Iterator[Metric]:
     yield from (jobs_by_state, depth, oldest, running)
 
 
+#: at most this many concurrency keys get series of their own; the rest add up under `_other`
+MAX_KEY_SERIES = 50
+OTHER_KEYS = "_other"
+
+
+def _key_metrics(engine: Engine) -> Iterator[Metric]:
+    """Running jobs per concurrency key, only for keys with running jobs at scrape time (a
+    key that has nothing running has no series), and at most MAX_KEY_SERIES of them: the
+    label's cardinality is bounded by what runs at once, and by that cap."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    with transaction(engine) as conn:
+        in_use = concurrency.in_use(conn)
+    gauge = GaugeMetricFamily(
+        "jobrunner_concurrency_key_running",
+        f"Running jobs of each concurrency key in use (the {MAX_KEY_SERIES} busiest; the rest "
+        f"as {OTHER_KEYS})",
+        labels=("key",),
+    )
+    ranked = sorted(in_use.items(), key=lambda item: (-item[1], item[0]))
+    for key, count in ranked[:MAX_KEY_SERIES]:
+        gauge.add_metric([key], count)
+    rest = sum(count for _, count in ranked[MAX_KEY_SERIES:])
+    if rest:
+        gauge.add_metric([OTHER_KEYS], rest)
+    yield gauge
+
+
 def _worker_metrics(engine: Engine, lease: float) -> Iterator[Metric]:
     from prometheus_client.core import GaugeMetricFamily
 
@@ -260,6 +293,7 @@ class JobRunnerCollector:
     def collect(self) -> Iterator[Metric]:
         yield from _event_metrics(self.recorder.totals())
         yield from _state_metrics(self.engine)
+        yield from _key_metrics(self.engine)
         yield from _worker_metrics(self.engine, self.lease)
 
     def describe(self) -> list[Any]:

@@ -41,6 +41,11 @@ class Job:
     exit_signal: int | None
     output_offset: int
     output_bytes: int
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    schedule_id: int | None = None
+    #: waiting for a slot of its full key (service.concurrency); not shown
+    held: int = 0
 
     @classmethod
     def from_values(cls, job_id: int, values: dict[str, Any]) -> Job:
@@ -71,6 +76,8 @@ def get_by_idempotency_key(conn: Connection, key: str) -> Job | None:
 class ListFilter:
     state: str | None = None
     queue: str | None = None
+    concurrency_key: str | None = None
+    schedule_id: int | None = None
     after: int | None = None
     limit: int = 100
     descending: bool = False
@@ -83,6 +90,10 @@ def list_jobs(conn: Connection, where: ListFilter) -> tuple[list[Job], bool]:
         query = query.where(jobs.c.state == where.state)
     if where.queue is not None:
         query = query.where(jobs.c.queue == where.queue)
+    if where.concurrency_key is not None:
+        query = query.where(jobs.c.concurrency_key == where.concurrency_key)
+    if where.schedule_id is not None:
+        query = query.where(jobs.c.schedule_id == where.schedule_id)
     if where.after is not None:
         query = query.where(
             jobs.c.id < where.after if where.descending else jobs.c.id > where.after
@@ -125,7 +136,7 @@ def stuck_queues(conn: Connection, before: dt.datetime) -> list[str]:
     return list(
         conn.execute(
             sa.select(jobs.c.queue)
-            .where(jobs.c.state == State.QUEUED, jobs.c.updated_at < before)
+            .where(jobs.c.state == State.QUEUED, jobs.c.held == 0, jobs.c.updated_at < before)
             .group_by(jobs.c.queue)
             .order_by(jobs.c.queue)
         ).scalars()
@@ -159,7 +170,8 @@ def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
     (ix_jobs_queue_state_id), whatever the number of final ones."""
     due_since = sa.case(
         (
-            jobs.c.run_at <= now,
+            # a job held for its full concurrency key cannot run now (service.concurrency)
+            sa.and_(jobs.c.run_at <= now, jobs.c.held == 0),
             sa.case((jobs.c.created_at > jobs.c.run_at, jobs.c.created_at), else_=jobs.c.run_at),
         ),
         else_=None,

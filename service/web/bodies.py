@@ -126,3 +126,20 @@ def _form_fields(pairs: forms.Pairs, ignore_unknown: bool) -> dict[str, Any]:
                 raise ValidationFailed({name: ["is given both as a value and as an object"]})
             fields[name][sub] = value
     return coerce_form_fields(fields)
+
+
+async def read_json_object(request: Request, settings: Settings, what: str) -> dict[str, Any]:
+    """A JSON object body (the schedules': no form, no wrapper, unlike a job's)."""
+    body = await read_body(request, settings.max_body_size)
+    media_type = _media_type(request)
+    if not _is_json(media_type):
+        raise UnsupportedMediaType(
+            f"unsupported content type {media_type or '(none)'!r}: send application/json"
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed({what: ["must be a JSON object"]})
+    return data

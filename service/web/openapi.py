@@ -17,6 +17,7 @@ from service.config import Settings
 from service.scopes import Scope
 from service.states import State
 from service.web.access import Need
+from service.web.schedule_schemas import ScheduleResource, input_schema
 from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
 
 REF = "#/components/schemas/{model}"
@@ -36,7 +37,13 @@ VALIDATION_SCHEMA = {
 def _resource_schemas() -> dict[str, Any]:
     """The resources the API returns, and the schemas they refer to (a job's state)."""
     schemas: dict[str, Any] = {}
-    for name, model in (("Job", JobResource), ("Queue", QueueResource), ("Worker", WorkerResource)):
+    models = (
+        ("Job", JobResource),
+        ("Queue", QueueResource),
+        ("Worker", WorkerResource),
+        ("Schedule", ScheduleResource),
+    )
+    for name, model in models:
         schema = model.model_json_schema(ref_template=REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
@@ -118,13 +125,42 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
             {"required": ["command"], "properties": {"command": {"type": "string"}, "argv": null}},
             {"required": ["argv"], "properties": {"argv": {"type": "array"}, "command": null}},
         ]
+    # a concurrency_limit only with a concurrency_key (API.md section 6)
+    schema["allOf"] = [
+        {
+            "anyOf": [
+                {"properties": {"concurrency_limit": null}},
+                {
+                    "required": ["concurrency_key"],
+                    "properties": {"concurrency_key": {"type": "string"}},
+                },
+            ]
+        }
+    ]
+    return schema
+
+
+def _schedule_job_schema(settings: Settings) -> dict[str, Any]:
+    """A schedule's job: the fields of POST /jobs but run_at (its jobs are due at each tick)."""
+    schema = _input_schema(settings, edit=False)
+    del schema["properties"]["run_at"]
+    schema["properties"]["run_at"] = False
     return schema
 
 
 def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     """The original's form fields (`job[command]=...`); argv and env go as JSON."""
     fields = _field_schemas(settings)
-    names = ("command", "queue", "priority", "timeout", "max_retries", "run_at")
+    names = (
+        "command",
+        "queue",
+        "priority",
+        "timeout",
+        "max_retries",
+        "run_at",
+        "concurrency_key",
+        "concurrency_limit",
+    )
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {f"job[{name}]": fields[name] for name in names},
@@ -136,6 +172,15 @@ def _form_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
         schema["anyOf"] = [{"required": [f"job[{name}]"]} for name in names]
     else:
         schema["required"] = ["job[command]"]
+    # a concurrency_limit only with a concurrency_key (API.md section 6)
+    schema["allOf"] = [
+        {
+            "anyOf": [
+                {"not": {"required": ["job[concurrency_limit]"]}},
+                {"required": ["job[concurrency_key]"]},
+            ]
+        }
+    ]
     return schema
 
 
@@ -249,6 +294,16 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                     parameters=[
                         _query("state", {"type": "string", "enum": [s.value for s in State]}),
                         _query("queue", _field_schemas(settings)["queue"]),
+                        _query(
+                            "concurrency_key",
+                            _field_schemas(settings)["concurrency_key"],
+                            "Only the jobs of this concurrency key",
+                        ),
+                        _query(
+                            "schedule_id",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                            "Only the jobs this schedule created",
+                        ),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _query(
                             "after",
@@ -365,6 +420,7 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                     ],
                 ),
             },
+            **_schedule_paths(),
             "/queues": {
                 "get": _operation(
                     "listQueues",
@@ -437,6 +493,9 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                 **_resource_schemas(),
                 "JobInput": _input_schema(settings, edit=False),
                 "JobEdit": _input_schema(settings, edit=True),
+                "ScheduleJob": _schedule_job_schema(settings),
+                "ScheduleInput": input_schema(edit=False),
+                "ScheduleEdit": input_schema(edit=True),
                 "Error": ERROR_SCHEMA,
                 "ValidationErrors": VALIDATION_SCHEMA,
             },
@@ -459,3 +518,104 @@ def _edit_operation(settings: Settings) -> dict[str, Any]:
         },
         requestBody=_request_body("JobEdit", settings),
     )
+
+
+SCHEDULE_ID = {
+    "name": "schedule_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def _schedule_paths() -> dict[str, Any]:
+    """API.md section 7."""
+    one = {"description": "The schedule", "content": _json(_ref("Schedule"))}
+    missing = _error("No such schedule")
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("ScheduleInput")}},
+    }
+    links = {
+        name: {"operationId": operation, "parameters": {"schedule_id": "$response.body#/id"}}
+        for name, operation in (
+            ("GetSchedule", "showSchedule"),
+            ("EditSchedule", "editSchedule"),
+            ("TriggerSchedule", "triggerSchedule"),
+            ("DeleteSchedule", "deleteSchedule"),
+        )
+    }
+    change = {"required": True, "content": {"application/json": {"schema": _ref("ScheduleEdit")}}}
+    errors = {k: v for k, v in ERRORS.items() if k != "404"}
+    return {
+        "/schedules": {
+            "get": _operation(
+                "listSchedules",
+                "Every schedule, by name",
+                {
+                    "200": {
+                        "description": "The schedules",
+                        "content": _json({"type": "array", "items": _ref("Schedule")}),
+                    },
+                    "503": ERRORS["503"],
+                },
+            ),
+            "post": _operation(
+                "createSchedule",
+                "Create a schedule: a job from its template at each tick",
+                {
+                    "201": {
+                        "description": "Created",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _json(_ref("Schedule")),
+                        "links": links,
+                    },
+                    "403": _error("Its job is not allowed by the command policy"),
+                    "409": _error("A schedule of that name exists"),
+                    "422": INVALID,
+                    **errors,
+                },
+                requestBody=body,
+            ),
+        },
+        "/schedules/{schedule_id}": {
+            "parameters": [SCHEDULE_ID],
+            "get": _operation(
+                "showSchedule", "One schedule", {"200": one, "404": missing, "503": ERRORS["503"]}
+            ),
+            "patch": _operation(
+                "editSchedule",
+                "Change a schedule (a job replaces the template whole)",
+                {
+                    "200": one,
+                    "403": _error("Its job is not allowed by the command policy"),
+                    "404": missing,
+                    "409": _error("A schedule of that name exists"),
+                    "422": INVALID,
+                    **errors,
+                },
+                requestBody=change,
+            ),
+            "delete": _operation(
+                "deleteSchedule",
+                "Delete a schedule (its jobs stay)",
+                {"204": {"description": "Deleted"}, "404": missing, "503": ERRORS["503"]},
+            ),
+        },
+        "/schedules/{schedule_id}/trigger": {
+            "parameters": [SCHEDULE_ID],
+            "post": _operation(
+                "triggerSchedule",
+                "Create the schedule's job now, enabled or not, whatever its overlap",
+                {
+                    "201": {
+                        "description": "The job created",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _json(_ref("Job")),
+                    },
+                    "404": missing,
+                    "503": ERRORS["503"],
+                },
+            ),
+        },
+    }

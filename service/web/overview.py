@@ -25,6 +25,10 @@ def _queues(request: Request) -> list[dict[str, Any]]:
     services = _services(request)
     with transaction(services.engine) as conn:
         stats = queries.queue_stats(conn, utcnow())
+    caps = services.settings.queue_caps
+    seen = {queue.name for queue in stats}
+    idle = [queries.QueueStats(name, 0, 0, None) for name in caps if name not in seen]
+    stats = sorted([*stats, *idle], key=lambda queue: queue.name)
     return [
         QueueResource(
             name=queue.name,
@@ -35,7 +39,7 @@ def _queues(request: Request) -> list[dict[str, Any]]:
                 if queue.oldest_waiting_seconds is not None
                 else None
             ),
-            concurrency=None,
+            concurrency=caps.get(queue.name),
         ).model_dump()
         for queue in stats
     ]

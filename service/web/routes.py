@@ -27,6 +27,7 @@ from service.queue_names import QueueNames
 from service.scopes import Scope
 from service.states import State
 from service.web import openapi, overview
+from service.web import schedule_routes as sched
 from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
@@ -99,6 +100,10 @@ def _list_filter(request: Request) -> ListFilter:
     queue = params.get("queue")
     if queue is not None and not QUEUE_NAME_PATTERN.fullmatch(queue):
         errors["queue"] = ["is not a valid queue name"]
+    key = params.get("concurrency_key")
+    if key is not None and not QUEUE_NAME_PATTERN.fullmatch(key):
+        errors["concurrency_key"] = ["is not a valid concurrency key"]
+    schedule_id = _int_param(params.get("schedule_id"), "schedule_id", 1, MAX_ID, errors)
     limit = _int_param(params.get("limit"), "limit", 1, MAX_LIST_LIMIT, errors)
     after = _int_param(params.get("after"), "after", 0, MAX_ID, errors)
     order = params.get("order", "asc")
@@ -109,6 +114,8 @@ def _list_filter(request: Request) -> ListFilter:
     return ListFilter(
         state=state,
         queue=queue,
+        concurrency_key=key,
+        schedule_id=schedule_id,
         after=after,
         limit=limit if limit is not None else 100,
         descending=order == "desc",
@@ -334,6 +341,16 @@ routes = [
     ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
     ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
     ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute(
+        "/schedules", GET=(READ, sched.list_schedules), POST=(ADMIN, sched.create_schedule)
+    ),
+    ScopedRoute(
+        "/schedules/{schedule_id:int}",
+        GET=(READ, sched.show_schedule),
+        PATCH=(ADMIN, sched.edit_schedule),
+        DELETE=(ADMIN, sched.delete_schedule),
+    ),
+    ScopedRoute("/schedules/{schedule_id:int}/trigger", POST=(ADMIN, sched.trigger_schedule)),
     ScopedRoute("/queues", GET=(READ, overview.list_queues)),
     ScopedRoute("/workers", GET=(READ, overview.list_workers)),
     ScopedRoute("/healthz", GET=(PUBLIC, healthz)),

@@ -82,9 +82,11 @@ SERVER_FIELDS = frozenset(
         "updated_at",
         "output_bytes",
         "output_truncated",
+        "cancel_requested",
+        "schedule_id",
     }
 )
-INTEGER_FIELDS = ("priority", "timeout", "max_retries")
+INTEGER_FIELDS = ("priority", "timeout", "max_retries", "concurrency_limit")
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,9 @@ QUEUE_MESSAGE = (
     "must start with a letter or _, hold only letters, digits, _ and -, and be at most 64 "
     "characters"
 )
+
+CONCURRENCY_KEY_MESSAGE = QUEUE_MESSAGE
+LIMIT_NEEDS_KEY = "needs a concurrency_key"
 
 Text = Annotated[str, StringConstraints(pattern=NUL_FREE)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME)]
@@ -239,6 +244,15 @@ def fields_model(limits: Limits) -> type[JobFieldsBase]:
             json_schema_extra=_env_schema,
         ),
     ]
+    concurrency_key = Annotated[
+        str,
+        StringConstraints(pattern=QUEUE_PATTERN),
+        Field(description="At most concurrency_limit jobs with this key run at once"),
+    ]
+    concurrency_limit = Annotated[
+        int,
+        Field(ge=1, le=INT32_MAX, description="With concurrency_key (default 1)"),
+    ]
     fields: dict[str, Any] = {
         "command": command,
         "argv": argv,
@@ -248,6 +262,8 @@ def fields_model(limits: Limits) -> type[JobFieldsBase]:
         "max_retries": max_retries,
         "run_at": run_at,
         "env": env,
+        "concurrency_key": concurrency_key,
+        "concurrency_limit": concurrency_limit,
     }
     return create_model(  # type: ignore[call-overload, no-any-return]
         "JobFields",
@@ -276,6 +292,7 @@ _FIELD_MESSAGES = {
     ("argv", "too_long"): "has too many items (at most {max_length})",
     ("env", "too_long"): "has too many variables (at most {max_length})",
     ("queue", "string_pattern_mismatch"): QUEUE_MESSAGE,
+    ("concurrency_key", "string_pattern_mismatch"): CONCURRENCY_KEY_MESSAGE,
 }
 
 
@@ -354,6 +371,9 @@ def parse_create(data: dict[str, Any], settings: Settings) -> JobSpec:
         raise ValidationFailed({"command": [BLANK]})
     if fields.command is not None and fields.argv is not None:
         raise ValidationFailed({"argv": ["cannot be given together with command"]})
+    if fields.concurrency_limit is not None and fields.concurrency_key is None:
+        raise ValidationFailed({"concurrency_limit": [LIMIT_NEEDS_KEY]})
+    key = fields.concurrency_key
     return JobSpec(
         command=fields.command if fields.command is not None else shlex.join(fields.argv or []),
         argv=fields.argv,
@@ -365,10 +385,22 @@ def parse_create(data: dict[str, Any], settings: Settings) -> JobSpec:
         ),
         run_at=parse_time(fields.run_at) if fields.run_at is not None else None,
         env=fields.env,
+        concurrency_key=key,
+        concurrency_limit=(fields.concurrency_limit or 1) if key is not None else None,
     )
 
 
-EDITABLE_FIELDS = ("command", "argv", "queue", "priority", "timeout", "max_retries", "run_at")
+EDITABLE_FIELDS = (
+    "command",
+    "argv",
+    "queue",
+    "priority",
+    "timeout",
+    "max_retries",
+    "run_at",
+    "concurrency_key",
+    "concurrency_limit",
+)
 
 
 def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -383,6 +415,8 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise ValidationFailed({"command": [BLANK]})
     if given.get("command") is not None and given.get("argv") is not None:
         raise ValidationFailed({"argv": ["cannot be given together with command"]})
+    if given.get("concurrency_limit") is not None and given.get("concurrency_key") is None:
+        raise ValidationFailed({"concurrency_limit": [LIMIT_NEEDS_KEY]})
     changes: dict[str, Any] = {}
     for name in EDITABLE_FIELDS:
         if name not in given or given[name] is None:
@@ -444,6 +478,9 @@ class JobResource(BaseModel):
     cancel_requested: bool
     output_bytes: Count
     output_truncated: bool
+    concurrency_key: str | None = Field(description="API.md section 6; null: none")
+    concurrency_limit: Annotated[int, Field(ge=1)] | None
+    schedule_id: int | None = Field(description="The schedule that created it; null: none")
 
 
 class QueueResource(BaseModel):
@@ -500,7 +537,13 @@ def job_to_json(job: Any) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested_at is not None,
         "output_bytes": job.output_bytes,
         "output_truncated": job.output_offset > 0,
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "schedule_id": job.schedule_id,
     }
 
 
 ListOrder = Literal["asc", "desc"]
+
+#: for the other request models of the edge (service.web.schedule_schemas)
+translate_errors = _translate

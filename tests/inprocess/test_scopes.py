@@ -6,6 +6,7 @@ declares no scope stops the app from being built at all."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from service.web.app import create_app
 from service.web.routes import routes
 from tests.support import TEST_TOKEN, Api
 
+NAMES = itertools.count()
 TOKENS = {Scope.READ: "jr_read-only", Scope.SUBMIT: "jr_submitter", Scope.ADMIN: TEST_TOKEN}
 
 
@@ -49,6 +51,7 @@ BODIES = {
     "POST /jobs.json": {"command": "true"},
     "PUT": {"priority": 3},
     "PATCH": {"priority": 4},
+    "PATCH /schedules/{schedule_id:int}": {"every": 120},
 }
 
 
@@ -80,6 +83,8 @@ def _snapshot(engine: sa.Engine) -> list[Any]:
 def _call(client: TestClient, method: str, path: str, token: str | None, job_id: int) -> Any:
     url = re.sub(r"\{\w+(:\w+)?\}", str(job_id), path)  # a 403 comes before any lookup
     body = BODIES.get(f"{method} {path}") or BODIES.get(method)
+    if (method, path) == ("POST", "/schedules"):  # a name of its own each time
+        body = {"name": f"scoped-{next(NAMES)}", "every": 60, "job": {"command": "true"}}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.request(method, url, json=body, headers=headers)
 
@@ -117,7 +122,11 @@ def test_a_token_of_the_scope_or_more_is_served(app_client: TestClient, api: Api
             job = api.submit(command="true", queue="scoped")  # a fresh one: DELETE takes it
             if path.endswith("/retry"):
                 api.http.post(f"/jobs/{job['id']}/cancel")  # only a cancelled job may retry
-            response = _call(app_client, method, path, token, job["id"])
+            target = job["id"]
+            if "{schedule_id" in path:  # a fresh schedule too
+                body = {"name": f"scoped-{next(NAMES)}", "every": 60, "job": {"command": "true"}}
+                target = api.http.post("/schedules", json=body).json()["id"]
+            response = _call(app_client, method, path, token, target)
             assert response.status_code not in (401, 403), (scope, method, path, response.text)
             if (method, path, need) in CASES:  # the job routes: served, whatever the scope
                 assert response.status_code < 300, (scope, method, path, response.text)

@@ -38,6 +38,9 @@ JOB_FIELDS = {
     "output_truncated",
     "end_reason",
     "exit_signal",
+    "concurrency_key",
+    "concurrency_limit",
+    "schedule_id",
 }
 
 
