@@ -100,10 +100,11 @@ class Sweeper:
             return
         policy = self.ctx.settings.retry_policy
         retention = self.ctx.settings.retention_policy
+        every_job = self.ctx.settings.callback_url or None
         now, gone = workers.expired(self.ctx.engine, lease)
         for row in gone:
             lost = jobs.mark_worker_lost(
-                self.ctx.engine, row.name, policy, self.known_end, retention
+                self.ctx.engine, row.name, policy, self.known_end, retention, every_job
             )
             workers.remove_expired(self.ctx.engine, row)
             silent = (now - row.last_seen_at).total_seconds()
@@ -117,7 +118,12 @@ class Sweeper:
             self._count(lost)
         self._count(
             jobs.mark_lost(
-                self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
+                self.ctx.engine,
+                lease,
+                policy,
+                known_end=self.known_end,
+                retention=retention,
+                callback_url=every_job,
             )
         )
 

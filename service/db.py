@@ -67,6 +67,8 @@ jobs = sa.Table(
     # how the last attempt ended (service.states.EndReason), and the signal that ended it
     sa.Column("end_reason", sa.String(16), nullable=True),
     sa.Column("exit_signal", sa.Integer, nullable=True),
+    # where to POST the event of its final state (API.md section 8); migration 0009
+    sa.Column("callback_url", sa.String(2048), nullable=True),
     # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE)
     sa.Index("ix_jobs_claim", "queue", "state", "priority", "run_at", "id"),
     # the sweeper: due scheduled/retrying jobs, stale running ones
@@ -105,6 +107,50 @@ workers = sa.Table(
     sa.Column("queues", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("last_seen_at", sa.DateTime, nullable=False),
+)
+
+
+#: the outbox of completion callbacks: one row per event and destination, written in the
+#: transaction that makes a job final, its body rendered there (migration 0009)
+callback_events = sa.Table(
+    "callback_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the webhook-id
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    # scheme://host:port of the url: concurrency is bounded per destination
+    sa.Column("destination", sa.String(300), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    # pending, delivered, failed (attempts used up, 410, refused)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # fencing token of the sender that claimed the current attempt
+    sa.Column("lease", sa.BigInteger, nullable=False),
+    # when it is due; while an attempt is claimed: when the claim expires
+    sa.Column("next_attempt_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Index("ix_callback_events_due", "state", "next_attempt_at", "destination"),
+    sa.Index("ix_callback_events_job", "job_id", "id"),
+    sa.Index("ix_callback_events_finished_at", "finished_at"),
+)
+
+#: every delivery attempt of a callback event (GET /jobs/{id}/deliveries)
+callback_deliveries = sa.Table(
+    "callback_deliveries",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=True),
+    sa.Index("ix_callback_deliveries_job", "job_id", "id"),
+    sa.Index("ix_callback_deliveries_at", "at"),
 )
 
 

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from service import queries
+from service import callbacks, queries
 from service.db import (
     database_time,
     db_now,
@@ -193,10 +193,23 @@ def _require(conn: Connection, job_id: int) -> Job:
     return job
 
 
-def _ended(conn: Connection, job_id: int, state: State, retention: Retention | None) -> State:
-    """A job has just become `state` (final): delete it there and then, in the same
-    transaction, if its retention is 0 (clients that poll until 404, as delayed_job's did).
-    Otherwise the sweeper purges it once its retention is over (`purge_finished`)."""
+def _ended(
+    conn: Connection,
+    job_id: int,
+    state: State,
+    retention: Retention | None,
+    urls: Sequence[str] = (),
+    now: dt.datetime | None = None,
+) -> State:
+    """A job has just become `state` (final): write the event of its callbacks (`urls`) to the
+    outbox, its body rendered from the job as it is now; then delete the job there and then,
+    in the same transaction, if its retention is 0 (clients that poll until 404, as
+    delayed_job's did). Otherwise the sweeper purges it once its retention is over
+    (`purge_finished`)."""
+    if urls:
+        job = queries.get(conn, job_id)
+        assert job is not None  # this transaction has just moved it
+        callbacks.record(conn, job, urls, now or utcnow())
     if retention is not None and retention.at_once(state):
         # the row is locked already, by the UPDATE that ended it (MariaDB takes no index hint
         # in a DELETE; a primary key equality is its plan anyway)
@@ -219,6 +232,8 @@ class JobSpec:
     max_retries: int
     run_at: dt.datetime | None
     env: dict[str, str] | None
+    #: where to POST the event of its final state (API.md section 8)
+    callback_url: str | None = None
 
 
 #: built once: the hot path of POST /jobs executes them with new values only
@@ -245,6 +260,7 @@ def _new_job(spec: JobSpec, now: dt.datetime, idempotency_key: str | None) -> di
         "idempotency_key": idempotency_key,
         "output_offset": 0,
         "output_bytes": 0,
+        "callback_url": spec.callback_url,
     }
 
 
@@ -306,9 +322,15 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
 
 
 @retry_conflicts
-def cancel(engine: Engine, job_id: int, retention: Retention | None = None) -> Job:
+def cancel(
+    engine: Engine,
+    job_id: int,
+    retention: Retention | None = None,
+    callback_url: str | None = None,
+) -> Job:
     """Cancel a waiting job at once, or ask the worker running it to stop it. Returns the job
-    as it is now (a job deleted as it was cancelled, by `retention`, as it was then)."""
+    as it is now (a job deleted as it was cancelled, by `retention`, as it was then).
+    `callback_url`: JOBRUNNER_CALLBACK_URL, which gets the event as the job's own does."""
     with transaction(engine) as conn:
         now = utcnow()
         cancelled = _move(
@@ -331,7 +353,8 @@ def cancel(engine: Engine, job_id: int, retention: Retention | None = None) -> J
                 raise Conflict(f"job {job_id} is already {job.state}")
         job = _require(conn, job_id)
         if cancelled:
-            _ended(conn, job_id, State.CANCELLED, retention)
+            urls = callbacks.urls_for(job.callback_url, callback_url)
+            _ended(conn, job_id, State.CANCELLED, retention, urls, now)
         return job
 
 
@@ -398,6 +421,8 @@ class ClaimedJob:
     queue: str
     output: bytes
     output_offset: int
+    #: its own callback_url (API.md section 8)
+    callback_url: str | None
     #: when it was due (its creation, or the end of its backoff), and when this attempt began
     run_at: dt.datetime
     claimed_at: dt.datetime
@@ -415,6 +440,7 @@ _CLAIM_COLUMNS = (
     jobs.c.output,
     jobs.c.output_offset,
     jobs.c.run_at,
+    jobs.c.callback_url,
 )
 
 
@@ -489,6 +515,7 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         queue=claim.queue,
         output=row.output or b"",
         output_offset=row.output_offset,
+        callback_url=row.callback_url,
         run_at=row.run_at,
         claimed_at=now,
     )
@@ -587,10 +614,12 @@ def _end_attempt(
     now: dt.datetime,
     values: dict[str, Any],
     retention: Retention | None = None,
+    urls: Sequence[str] = (),
 ) -> State | None:
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
-    A final state with a retention of 0 deletes the job at once (`_ended`)."""
+    A final state writes the event of its callbacks (`urls`) to the outbox, and with a
+    retention of 0 deletes the job at once (`_ended`)."""
     values = dict(
         values,
         exit_code=outcome.exit_code,
@@ -602,7 +631,7 @@ def _end_attempt(
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.SUCCEEDED, retention) if moved else None
+        return _ended(conn, job_id, State.SUCCEEDED, retention, urls, now) if moved else None
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
@@ -613,11 +642,11 @@ def _end_attempt(
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
         moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.CANCELLED, retention) if moved else None
+        return _ended(conn, job_id, State.CANCELLED, retention, urls, now) if moved else None
     moved = _move(
         conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
-    return _ended(conn, job_id, State.FAILED, retention) if moved else None
+    return _ended(conn, job_id, State.FAILED, retention, urls, now) if moved else None
 
 
 @retry_fenced
@@ -628,11 +657,13 @@ def finish(
     output: OutputSnapshot,
     policy: RetryPolicy,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> State | None:
     """Record the end of an attempt; return the job's new state, None if it was not ours.
-    (With `retention`, a job whose final state is kept 0 seconds is deleted at once.)"""
+    (With `retention`, a job whose final state is kept 0 seconds is deleted at once; a final
+    state writes the event for the job's callback_url and `callback_url` to the outbox.)"""
     with transaction(engine) as conn:
-        return _finish_in(conn, job, outcome, output, policy, retention)
+        return _finish_in(conn, job, outcome, output, policy, retention, callback_url)
 
 
 @retry_conflicts
@@ -644,11 +675,13 @@ def finish_and_claim(
     policy: RetryPolicy,
     then: NextClaim,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> tuple[State | None, ClaimedJob | None]:
     """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
     worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
     with transaction(engine) as conn:
-        return _finish_in(conn, job, outcome, output, policy, retention), _claim_in(conn, then)
+        state = _finish_in(conn, job, outcome, output, policy, retention, callback_url)
+        return state, _claim_in(conn, then)
 
 
 def _finish_in(
@@ -658,6 +691,7 @@ def _finish_in(
     output: OutputSnapshot,
     policy: RetryPolicy,
     retention: Retention | None,
+    callback_url: str | None,
 ) -> State | None:
     values = {
         "heartbeat_at": None,
@@ -676,6 +710,7 @@ def _finish_in(
         utcnow(),
         values,
         retention,
+        callbacks.urls_for(job.callback_url, callback_url),
     )
 
 
@@ -825,6 +860,7 @@ _LOST_COLUMNS = (
     jobs.c.attempts,
     jobs.c.max_retries,
     jobs.c.locked_by,
+    jobs.c.callback_url,
 )
 
 
@@ -835,6 +871,7 @@ def mark_lost(
     limit: int = 100,
     known_end: KnownEnds | None = None,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> list[LostAttempt]:
     """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds
     (by the database's clock): with the end their worker left behind (`known_end`) if any,
@@ -847,7 +884,8 @@ def mark_lost(
             .order_by(jobs.c.id)
             .limit(limit)
         ).all()
-    return _end_lost(engine, stale, policy, known_end, {Guard.STALE: stale_before}, retention)
+    guards = {Guard.STALE: stale_before}
+    return _end_lost(engine, stale, policy, known_end, guards, retention, callback_url)
 
 
 def mark_worker_lost(
@@ -856,6 +894,7 @@ def mark_worker_lost(
     policy: RetryPolicy,
     known_end: KnownEnds | None = None,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> list[LostAttempt]:
     """End every running attempt of a worker known to be gone (its presence expired, or its
     process is dead on this machine), as `mark_lost` ends a stale one."""
@@ -865,7 +904,8 @@ def mark_worker_lost(
             .where(jobs.c.state == State.RUNNING, jobs.c.locked_by == worker)
             .order_by(jobs.c.id)
         ).all()
-    return _end_lost(engine, running, policy, known_end, {Guard.LOCKED_BY: worker}, retention)
+    guards = {Guard.LOCKED_BY: worker}
+    return _end_lost(engine, running, policy, known_end, guards, retention, callback_url)
 
 
 def _end_lost(
@@ -875,12 +915,14 @@ def _end_lost(
     known_end: KnownEnds | None,
     guards: Mapping[Guard, Any],
     retention: Retention | None,
+    callback_url: str | None,
 ) -> list[LostAttempt]:
     lost = []
     for row in rows:
         known = known_end(row.id, row.lease) if known_end is not None else None
         fence = {Guard.LEASE: row.lease, **guards}
-        state = _end_lost_attempt(engine, row, fence, policy, known, retention)
+        urls = callbacks.urls_for(row.callback_url, callback_url)
+        state = _end_lost_attempt(engine, row, fence, policy, known, retention, urls)
         if state is not None:
             outcome = known.outcome if known is not None else None
             lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
@@ -895,6 +937,7 @@ def _end_lost_attempt(
     policy: RetryPolicy,
     known: KnownEnd | None,
     retention: Retention | None,
+    urls: Sequence[str],
 ) -> State | None:
     values: dict[str, Any] = {"heartbeat_at": None}
     outcome = WORKER_LOST
@@ -917,6 +960,7 @@ def _end_lost_attempt(
             utcnow(),
             values,
             retention,
+            urls,
         )
 
 

@@ -41,6 +41,7 @@ class Job:
     exit_signal: int | None
     output_offset: int
     output_bytes: int
+    callback_url: str | None
 
     @classmethod
     def from_values(cls, job_id: int, values: dict[str, Any]) -> Job:

@@ -191,7 +191,10 @@ async def delete_job(request: Request) -> Response:
 
 
 def _cancel(services: Services, job_id: int) -> Job:
-    job = jobs.cancel(services.engine, job_id, services.settings.retention_policy)
+    settings = services.settings
+    job = jobs.cancel(
+        services.engine, job_id, settings.retention_policy, settings.callback_url or None
+    )
     if job.state == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
     else:

@@ -38,6 +38,7 @@ JOB_FIELDS = {
     "output_truncated",
     "end_reason",
     "exit_signal",
+    "callback_url",
 }
 
 

@@ -30,7 +30,7 @@ def a_job() -> SimpleNamespace:
         end_reason=None, exit_signal=None, run_at=NOW,
         locked_at=None, locked_by=None, started_at=None, finished_at=None, failed_at=None,
         created_at=NOW, updated_at=NOW, cancel_requested_at=None, output_bytes=0,
-        output_offset=0,
+        output_offset=0, callback_url=None,
     )  # fmt: skip
 
 
