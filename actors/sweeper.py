@@ -24,7 +24,7 @@ import time
 import structlog
 
 from actors.context import WorkerContext
-from service import jobs, queries, workers
+from service import jobs, outbox, queries, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
 from service.dispatch import Dispatcher
@@ -155,6 +155,11 @@ class Sweeper:
             batch = jobs.purge_finished(self.ctx.engine, retention)
             deleted += batch
             if batch == 0 or self.stop_event.wait(0.05):
+                break
+        # callback events done, and delivery records, are kept as long as the longest-kept jobs
+        kept = max(retention.succeeded, retention.failed, retention.cancelled)
+        for _ in range(RETENTION_BATCHES):
+            if outbox.purge(self.ctx.engine, kept) == 0 or self.stop_event.wait(0.05):
                 break
         if deleted:
             log.info(

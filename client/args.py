@@ -79,6 +79,7 @@ def job_fields(
     retries: int | None = None,
     env: Mapping[str, str] | None = None,
     run_at: str | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """The body of POST /jobs: `argv` (no shell) or `command` (a shell line), and the options."""
     if argv and shell is not None:
@@ -93,6 +94,7 @@ def job_fields(
         "max_retries": retries,
         "run_at": run_at,
         "env": dict(env) if env else None,
+        "callback_url": callback_url,
     }
     fields.update({name: value for name, value in optional.items() if value is not None})
     return fields

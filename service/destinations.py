@@ -131,8 +131,7 @@ def check_url(url: str, allow: AllowList) -> Target:
         why = _why_refused(literal)
         if why is not None and not allow.allows_address(literal):
             raise Refused(
-                f"names a {why} address ({host}), refused unless JOBRUNNER_CALLBACK_ALLOW "
-                "lists it"
+                f"names a {why} address ({host}), refused unless JOBRUNNER_CALLBACK_ALLOW lists it"
             )
     else:
         if not _is_host_name(host):

@@ -17,7 +17,14 @@ from service.config import Settings
 from service.scopes import Scope
 from service.states import State
 from service.web.access import Need
-from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
+from service.web.schemas import (
+    DeliveryResource,
+    JobResource,
+    Limits,
+    QueueResource,
+    WorkerResource,
+    fields_model,
+)
 
 REF = "#/components/schemas/{model}"
 
@@ -36,7 +43,13 @@ VALIDATION_SCHEMA = {
 def _resource_schemas() -> dict[str, Any]:
     """The resources the API returns, and the schemas they refer to (a job's state)."""
     schemas: dict[str, Any] = {}
-    for name, model in (("Job", JobResource), ("Queue", QueueResource), ("Worker", WorkerResource)):
+    models = (
+        ("Job", JobResource),
+        ("Queue", QueueResource),
+        ("Worker", WorkerResource),
+        ("Delivery", DeliveryResource),
+    )
+    for name, model in models:
         schema = model.model_json_schema(ref_template=REF, mode="serialization")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
@@ -99,6 +112,7 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     fields = _field_schemas(settings)
     if edit:
         del fields["env"]
+        del fields["callback_url"]
     properties = {name: _nullable(schema) for name, schema in fields.items()}
     null = {"type": "null"}
     schema: dict[str, Any] = {
@@ -363,6 +377,21 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                             "with Accept: text/event-stream)",
                         ),
                     ],
+                ),
+            },
+            "/jobs/{job_id}/deliveries": {
+                "parameters": [JOB_ID],
+                "get": _operation(
+                    "jobDeliveries",
+                    "Each delivery attempt of the job's callback events, oldest first",
+                    {
+                        "200": {
+                            "description": "The attempts (an empty array when there are none)",
+                            "content": _json({"type": "array", "items": _ref("Delivery")}),
+                        },
+                        "404": ERRORS["404"],
+                        "503": ERRORS["503"],
+                    },
                 ),
             },
             "/queues": {

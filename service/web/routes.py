@@ -26,7 +26,7 @@ from service.queries import Job, ListFilter
 from service.queue_names import QueueNames
 from service.scopes import Scope
 from service.states import State
-from service.web import openapi, overview
+from service.web import deliveries, openapi, overview
 from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
 from service.web.bodies import read_job_fields
@@ -337,6 +337,7 @@ routes = [
     ScopedRoute("/jobs/{job_id:int}/cancel", POST=(SUBMIT, cancel_job)),
     ScopedRoute("/jobs/{job_id:int}/retry", POST=(SUBMIT, retry_job)),
     ScopedRoute("/jobs/{job_id:int}/output", GET=(READ, job_output)),
+    ScopedRoute("/jobs/{job_id:int}/deliveries", GET=(READ, deliveries.job_deliveries)),
     ScopedRoute("/queues", GET=(READ, overview.list_queues)),
     ScopedRoute("/workers", GET=(READ, overview.list_workers)),
     ScopedRoute("/healthz", GET=(PUBLIC, healthz)),

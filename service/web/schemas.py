@@ -481,6 +481,20 @@ class QueueResource(BaseModel):
     concurrency: Annotated[int, Field(ge=1)] | None
 
 
+class DeliveryResource(BaseModel):
+    """One delivery attempt of a job's callback event (API.md section 8)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(description="The webhook-id: the same for every attempt of one event")
+    url: str
+    attempt: Annotated[int, Field(ge=1)]
+    at: Time
+    status_code: int | None = Field(description="The answer's status; null when none came")
+    error: str | None = Field(description="Why no answer came (or why it was not sent)")
+    next_attempt_at: Time | None = Field(description="When it is sent again; null: it is not")
+
+
 class WorkerResource(BaseModel):
     """A live worker process as GET /workers shows it (API.md section 11)."""
 
