@@ -37,8 +37,9 @@ def secret_key(secret: str) -> bytes:
     """The HMAC key of a `whsec_<base64>` secret; ValueError if it is not one."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("each secret must start with whsec_ (whsec_ + base64 of 24-64 bytes)")
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:  # padding may be left out, as the reference library allows
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the part after whsec_ must be base64") from None
     if len(key) < 16:
