@@ -22,6 +22,7 @@ ends them. `jobrunner dev` runs it as a thread (`Sender.start`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import ssl
@@ -243,6 +244,7 @@ def main() -> None:
     _die_with_parent()
     settings = Settings.from_environ()
     logs.configure(settings, process="sender")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: ours say more
     engine = create_engine(settings.database_url, pool_size=4, max_overflow=MAX_IN_FLIGHT)
     while True:  # the namespace of the metrics comes from the database: wait for it
         try:

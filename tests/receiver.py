@@ -46,7 +46,7 @@ class Received:
 
     @property
     def webhook_id(self) -> str:
-        return self.headers["webhook-id"]
+        return self.headers.get("webhook-id", "")
 
 
 class Receiver:
@@ -55,8 +55,12 @@ class Receiver:
         self.lock = threading.Lock()
         self.scripts: dict[str, list[Answer]] = {}
         self.received: defaultdict[str, list[Received]] = defaultdict(list)
-        #: when set, every path answers this (the bench's slow receiver)
+        #: what a path with no script answers (the bench's slow receiver: a delay)
         self.default = Answer(200)
+        #: paths that answer 500 the first time they see a webhook-id (then `default`)
+        self.fail_first: set[str] = set()
+        #: paths that answer 200 after this many seconds
+        self.slow: dict[str, float] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,10 +101,15 @@ class Receiver:
 
     def _answer(self, path: str, received: Received) -> Answer:
         with self.lock:
+            seen = any(r.webhook_id == received.webhook_id for r in self.received[path])
             self.received[path].append(received)
             script = self.scripts.get(path)
             if script:
                 return script.pop(0)
+            if path in self.fail_first and not seen:
+                return Answer(500)
+            if path in self.slow:
+                return Answer(200, delay=self.slow[path])
             return self.default
 
     def url(self, path: str) -> str:
