@@ -4,7 +4,9 @@ the log of their delivery attempts.
 `callback_events`: one row per event and destination, written in the transaction that makes
 the job final (service.jobs), its body rendered there (the job may be deleted at once by a
 retention of 0). The sender (actors/sender.py) claims due rows with a guarded UPDATE (`lease`)
-and records each attempt in `callback_deliveries`.
+and records each attempt in `callback_deliveries`. One secondary index on the outbox (every
+ending job writes a row): due events, and (a done event's `next_attempt_at` is its end) old
+ones to purge.
 
 Re-runnable (see 0001): tables created if missing, the column added if missing.
 """
@@ -30,9 +32,7 @@ CREATE TABLE IF NOT EXISTS callback_events (
   created_at DATETIME(6) NOT NULL,
   finished_at DATETIME(6) NULL,
   PRIMARY KEY (id),
-  KEY ix_callback_events_due (state, next_attempt_at, destination),
-  KEY ix_callback_events_job (job_id, id),
-  KEY ix_callback_events_finished_at (finished_at)
+  KEY ix_callback_events_due (state, next_attempt_at, destination)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
 """,
     """
@@ -72,8 +72,6 @@ CREATE TABLE IF NOT EXISTS callback_events (
 """,
     "CREATE INDEX IF NOT EXISTS ix_callback_events_due "
     "ON callback_events (state, next_attempt_at, destination)",
-    "CREATE INDEX IF NOT EXISTS ix_callback_events_job ON callback_events (job_id, id)",
-    "CREATE INDEX IF NOT EXISTS ix_callback_events_finished_at ON callback_events (finished_at)",
     """
 CREATE TABLE IF NOT EXISTS callback_deliveries (
   id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,

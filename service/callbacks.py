@@ -142,5 +142,9 @@ def record(conn: Connection, job: Job, urls: Iterable[str], at: dt.datetime) -> 
         for url in urls
     ]
     if rows:
-        conn.execute(callback_events.insert(), rows)
+        conn.execute(INSERT_EVENT, rows)
     return event_id
+
+
+#: built once: every job with a callback executes it as it ends
+INSERT_EVENT = callback_events.insert()

@@ -127,13 +127,12 @@ callback_events = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     # fencing token of the sender that claimed the current attempt
     sa.Column("lease", sa.BigInteger, nullable=False),
-    # when it is due; while an attempt is claimed: when the claim expires
+    # when it is due; while an attempt is claimed: when the claim expires; once done: its end
     sa.Column("next_attempt_at", sa.DateTime, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("finished_at", sa.DateTime, nullable=True),
+    # the one secondary index (each ending job writes a row): due events, done ones to purge
     sa.Index("ix_callback_events_due", "state", "next_attempt_at", "destination"),
-    sa.Index("ix_callback_events_job", "job_id", "id"),
-    sa.Index("ix_callback_events_finished_at", "finished_at"),
 )
 
 #: every delivery attempt of a callback event (GET /jobs/{id}/deliveries)

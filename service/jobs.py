@@ -200,6 +200,7 @@ def _ended(
     retention: Retention | None,
     urls: Sequence[str] = (),
     now: dt.datetime | None = None,
+    job: Job | None = None,
 ) -> State:
     """A job has just become `state` (final): write the event of its callbacks (`urls`) to the
     outbox, its body rendered from the job as it is now; then delete the job there and then,
@@ -207,8 +208,9 @@ def _ended(
     delayed_job's did). Otherwise the sweeper purges it once its retention is over
     (`purge_finished`)."""
     if urls:
-        job = queries.get(conn, job_id)
-        assert job is not None  # this transaction has just moved it
+        if job is None:  # not known here: as this transaction has just left it
+            job = queries.get(conn, job_id)
+        assert job is not None
         callbacks.record(conn, job, urls, now or utcnow())
     if retention is not None and retention.at_once(state):
         # the row is locked already, by the UPDATE that ended it (MariaDB takes no index hint
@@ -354,7 +356,7 @@ def cancel(
         job = _require(conn, job_id)
         if cancelled:
             urls = callbacks.urls_for(job.callback_url, callback_url)
-            _ended(conn, job_id, State.CANCELLED, retention, urls, now)
+            _ended(conn, job_id, State.CANCELLED, retention, urls, now, job)
         return job
 
 
@@ -426,6 +428,11 @@ class ClaimedJob:
     #: when it was due (its creation, or the end of its backoff), and when this attempt began
     run_at: dt.datetime
     claimed_at: dt.datetime
+    #: the rest of the job resource as the claim left it, for the event of its end (`_as_ended`)
+    priority: int = 0
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None  # the first attempt's start
+    worker: str = ""
 
 
 _CLAIM_COLUMNS = (
@@ -441,6 +448,9 @@ _CLAIM_COLUMNS = (
     jobs.c.output_offset,
     jobs.c.run_at,
     jobs.c.callback_url,
+    jobs.c.priority,
+    jobs.c.created_at,
+    jobs.c.started_at,
 )
 
 
@@ -518,6 +528,10 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         callback_url=row.callback_url,
         run_at=row.run_at,
         claimed_at=now,
+        priority=row.priority,
+        created_at=row.created_at,
+        started_at=row.started_at or now,
+        worker=claim.worker,
     )
 
 
@@ -615,6 +629,7 @@ def _end_attempt(
     values: dict[str, Any],
     retention: Retention | None = None,
     urls: Sequence[str] = (),
+    claimed: ClaimedJob | None = None,
 ) -> State | None:
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
@@ -631,7 +646,10 @@ def _end_attempt(
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.SUCCEEDED, retention, urls, now) if moved else None
+        if not moved:
+            return None
+        ended = _as_ended(claimed, State.SUCCEEDED, values, now) if urls and claimed else None
+        return _ended(conn, job_id, State.SUCCEEDED, retention, urls, now, ended)
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
@@ -642,11 +660,52 @@ def _end_attempt(
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
         moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.CANCELLED, retention, urls, now) if moved else None
+        if not moved:
+            return None
+        ended = _as_ended(claimed, State.CANCELLED, values, now) if urls and claimed else None
+        return _ended(conn, job_id, State.CANCELLED, retention, urls, now, ended)
     moved = _move(
         conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
-    return _ended(conn, job_id, State.FAILED, retention, urls, now) if moved else None
+    if not moved:
+        return None
+    ended = _as_ended(claimed, State.FAILED, values, now) if urls and claimed else None
+    return _ended(conn, job_id, State.FAILED, retention, urls, now, ended)
+
+
+def _as_ended(job: ClaimedJob, state: State, values: Mapping[str, Any], now: dt.datetime) -> Job:
+    """The job as the UPDATE that ended its attempt left it, from what the claim read and the
+    UPDATE wrote: the event of its end needs no read of the row (the finish is on every job's
+    path). A running job cannot be edited; a cancel asked for while it ran is known only when
+    the attempt ends cancelled (a cancel that came as it succeeded or failed anyway is not
+    shown in the event's `cancel_requested`)."""
+    return Job(
+        id=job.id,
+        command=job.command,
+        argv=job.argv,
+        queue=job.queue,
+        priority=job.priority,
+        state=state,
+        attempts=job.attempt,
+        max_retries=job.max_retries,
+        timeout=job.timeout,
+        exit_code=values["exit_code"],
+        last_error=values["last_error"],
+        run_at=job.run_at,
+        locked_at=job.claimed_at,
+        locked_by=job.worker,
+        started_at=job.started_at or job.claimed_at,
+        finished_at=now,
+        failed_at=now if state == State.FAILED else None,
+        created_at=job.created_at or job.claimed_at,
+        updated_at=now,
+        cancel_requested_at=now if state == State.CANCELLED else None,
+        end_reason=values["end_reason"],
+        exit_signal=values["exit_signal"],
+        output_offset=values["output_offset"],
+        output_bytes=values["output_bytes"],
+        callback_url=job.callback_url,
+    )
 
 
 @retry_fenced
@@ -711,6 +770,7 @@ def _finish_in(
         values,
         retention,
         callbacks.urls_for(job.callback_url, callback_url),
+        job,
     )
 
 

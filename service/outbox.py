@@ -140,7 +140,8 @@ def record(engine: Engine, claimed: Claimed, attempt: Attempt) -> bool:
         if next_at is not None:
             values: dict[str, object] = {"next_attempt_at": next_at}
         else:
-            values = {"state": DELIVERED if attempt.delivered else FAILED, "finished_at": now}
+            state = DELIVERED if attempt.delivered else FAILED
+            values = {"state": state, "finished_at": now, "next_attempt_at": now}
         return conn.execute(events.update().where(*guard).values(values)).rowcount == 1
 
 
@@ -152,9 +153,11 @@ def purge(engine: Engine, older_than: float, batch: int = 500) -> int:
         cutoff = database_time(conn) - dt.timedelta(seconds=older_than)
         ids = (
             conn.execute(
-                sa.select(events.c.id)
-                .where(events.c.finished_at < cutoff, events.c.state.in_([DELIVERED, FAILED]))
-                .order_by(events.c.finished_at)
+                sa.select(events.c.id)  # a done event's next_attempt_at is its end
+                .where(
+                    sa.or_(*(events.c.state == state for state in (DELIVERED, FAILED))),
+                    events.c.next_attempt_at < cutoff,
+                )
                 .limit(batch)
             )
             .scalars()
