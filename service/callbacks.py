@@ -18,7 +18,9 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from service.db import callback_events
@@ -141,10 +143,48 @@ def record(conn: Connection, job: Job, urls: Iterable[str], at: dt.datetime) -> 
         }
         for url in urls
     ]
-    if rows:
+    if not rows:
+        return event_id
+    if conn.dialect.name in ("mysql", "mariadb"):
+        _insert_mysql(conn, rows)
+    else:
         conn.execute(INSERT_EVENT, rows)
     return event_id
 
 
 #: built once: every job with a callback executes it as it ends
 INSERT_EVENT = callback_events.insert()
+_COLUMNS = tuple(column.name for column in callback_events.columns if column.name != "id")
+MYSQL_INSERT = (
+    f"INSERT INTO callback_events ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+)
+
+
+def _insert_mysql(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """The INSERT on the driver's own cursor, in the caller's transaction: it is on the path
+    of every job that ends with a callback, and the driver alone costs a third of what a
+    Core statement does. Its errors come out as SQLAlchemy's, as from any statement (so that
+    `service.db.transaction` tells conflicts, refusals and outages apart), and a connection
+    found dead is invalidated."""
+    params = [tuple(row[name] for name in _COLUMNS) for row in rows]
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        for values in params:
+            cursor.execute(MYSQL_INSERT, values)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        dropped = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if dropped:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            MYSQL_INSERT,
+            params,
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=dropped,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        cursor.close()

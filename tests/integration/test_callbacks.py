@@ -20,7 +20,16 @@ import pytest
 import sqlalchemy as sa
 
 from tests.receiver import Answer, Receiver
-from tests.support import JOBRUNNER, TEST_TOKEN, Api, Process, start_web, start_worker, wait_for
+from tests.support import (
+    JOBRUNNER,
+    TEST_TOKEN,
+    Api,
+    Process,
+    start_dev,
+    start_web,
+    start_worker,
+    wait_for,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"callback-test-secret-0123456789").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-previous-secret-9876543210").decode()
@@ -273,3 +282,19 @@ def test_metrics_count_deliveries_and_the_outbox(api: Api, receiver: Receiver) -
     text = wait_for(scraped, timeout=10, what="the delivery counted")
     assert "jobrunner_callback_outbox_oldest_pending_seconds" in text
     assert "jobrunner_callback_outbox_pending" in text
+
+
+def test_jobrunner_dev_sends_callbacks_too(
+    callback_env: dict[str, str], receiver: Receiver, log_dir: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in callback_env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    proc, url = start_dev(env, log_dir, tmp_path / "dev.sqlite3")
+    try:
+        with Api(url) as dev:
+            job = dev.submit(command="true", callback_url=receiver.url("/dev"))
+            (got,) = receiver.wait_count("/dev", 1)
+            assert got.verified and got.event["data"] == dev.job(job["id"])
+            (delivery,) = wait_deliveries(dev, job["id"], "/dev", 1)
+            assert delivery["status_code"] == 200
+    finally:
+        proc.stop()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from service import jobs, outbox
+from service import callbacks, jobs, outbox, queries
 from service.config import Settings
+from service.db import transaction, utcnow
+from service.errors import RejectedByDatabase
 from service.jobs import Outcome, OutputSnapshot
 from service.states import Retention, RetryPolicy
 from service.web.schemas import parse_create
@@ -115,3 +118,19 @@ def test_a_claim_expires_when_its_sender_dies_and_results_are_fenced(
     assert outbox.record(engine, second, late)
     assert events(engine)[0].state == "delivered"
     assert outbox.due(engine, busy={"http://127.0.0.1:9"}, limit=10) == []
+
+
+def test_the_drivers_errors_come_out_as_the_databases_refusal(
+    engine: sa.Engine, clean_db: None
+) -> None:
+    """The outbox INSERT runs on the driver's cursor: its errors still reach the error
+    boundary (service.db.transaction) as every statement's do."""
+    clear(engine)
+    job_id = create(engine, queue="refused")
+    jobs.cancel(engine, job_id)
+    with transaction(engine) as conn:
+        job = queries.get(conn, job_id)
+    assert job is not None
+    with pytest.raises(RejectedByDatabase), transaction(engine) as conn:
+        callbacks.record(conn, job, ["http://127.0.0.1:9/" + "x" * 3000], utcnow())
+    assert [row.url for row in events(engine)] == [HOOK]  # the cancel's event, no other
