@@ -138,7 +138,14 @@ def test_an_event_is_signed_and_carries_the_job(
     assert delivery["next_attempt_at"] is None and delivery["event_id"] == got.webhook_id
     shown = {name: got.headers[name] for name in sorted(got.headers) if name.startswith("webhook")}
     (log_dir / "callback-example.json").write_text(
-        json.dumps({"headers": shown, "body": event, "deliveries": deliveries(api, job["id"])})
+        json.dumps(
+            {
+                "headers": shown,
+                "raw_body": got.body.decode(),
+                "body": event,
+                "deliveries": deliveries(api, job["id"]),
+            }
+        )
     )
 
 
