@@ -251,6 +251,7 @@ def _execute(
     output = tail.snapshot()
     policy = settings.retry_policy
     retention = settings.retention_policy
+    every_job = settings.callback_url or None
 
     tries = 0
 
@@ -261,9 +262,10 @@ def _execute(
         # committed (a connection lost during COMMIT), and a second claim would strand the first
         then = keep() if keep is not None and tries == 1 else None
         if then is None:
-            return jobs.finish(ctx.engine, job, outcome, output, policy, retention), Next()
+            state = jobs.finish(ctx.engine, job, outcome, output, policy, retention, every_job)
+            return state, Next()
         state, claimed = jobs.finish_and_claim(
-            ctx.engine, job, outcome, output, policy, then, retention
+            ctx.engine, job, outcome, output, policy, then, retention, every_job
         )
         return state, Next(tried=True, job=claimed)
 

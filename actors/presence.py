@@ -188,6 +188,7 @@ class Presence:
                 self.ctx.settings.retry_policy,
                 known_end=functools.partial(known_end, self.ctx.dispatcher),
                 retention=self.ctx.settings.retention_policy,
+                callback_url=self.ctx.settings.callback_url or None,
             )
             workers.deregister(self.ctx.engine, row.name)
             log.warning(

@@ -27,7 +27,7 @@ import time
 import structlog
 
 from actors.context import WorkerContext
-from service import jobs, queries, schedules, workers
+from service import jobs, outbox, queries, schedules, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
 from service.dispatch import Dispatcher
@@ -125,10 +125,11 @@ class Sweeper:
             return
         policy = self.ctx.settings.retry_policy
         retention = self.ctx.settings.retention_policy
+        every_job = self.ctx.settings.callback_url or None
         now, gone = workers.expired(self.ctx.engine, lease)
         for row in gone:
             lost = jobs.mark_worker_lost(
-                self.ctx.engine, row.name, policy, self.known_end, retention
+                self.ctx.engine, row.name, policy, self.known_end, retention, every_job
             )
             workers.remove_expired(self.ctx.engine, row)
             silent = (now - row.last_seen_at).total_seconds()
@@ -142,7 +143,12 @@ class Sweeper:
             self._count(lost)
         self._count(
             jobs.mark_lost(
-                self.ctx.engine, lease, policy, known_end=self.known_end, retention=retention
+                self.ctx.engine,
+                lease,
+                policy,
+                known_end=self.known_end,
+                retention=retention,
+                callback_url=every_job,
             )
         )
 
@@ -178,6 +184,11 @@ class Sweeper:
             batch = jobs.purge_finished(self.ctx.engine, retention)
             deleted += batch
             if batch == 0 or self.stop_event.wait(0.05):
+                break
+        # callback events done, and delivery records, are kept as long as the longest-kept jobs
+        kept = max(retention.succeeded, retention.failed, retention.cancelled)
+        for _ in range(RETENTION_BATCHES):
+            if outbox.purge(self.ctx.engine, kept) == 0 or self.stop_event.wait(0.05):
                 break
         if deleted:
             log.info(

@@ -16,7 +16,11 @@ times each drain from the first message to the last `finished_at`; `--mode cold`
 enqueues, then times from the worker's launch (start-up included) to the last `finished_at`.
 The worker runs with the project's default settings unless --worker-processes/--threads.
 
-    .venv/bin/python -m bench.execute [--jobs 2000] [--mode warm|cold] [--profile DIR]
+With `--callbacks`, each rep also drains both variants with every job carrying a
+callback_url to a receiver on 127.0.0.1 that answers after 5 s (the worker role then runs its
+callback sender): execution must stay within 10 % of the drains without callbacks.
+
+    .venv/bin/python -m bench.execute [--jobs 2000] [--mode warm|cold] [--callbacks]
 """
 
 from __future__ import annotations
@@ -33,12 +37,18 @@ from bench import procs
 from bench.common import Result, log, standalone
 from bench.naive import NaiveRunner, naive_available
 from bench.profiler import Profiler, note_for, summarise
+from bench.receiver import SlowReceiver
 from bench.seed import epoch, insert_queued, wait_final, wake
 from bench.stack import DEFAULTS, BenchConfig, Stack, maybe_stack, sql
 from bench.stats import Summary, Table, cell
 from bench.submit import add_profile_args
 
 VARIANTS = ("true", "append")
+#: with --callbacks: the same, every job with a callback to a receiver answering after 5 s
+CALLBACK_VARIANTS = ("true+cb", "append+cb")
+CALLBACK_DELAY_S = 5.0
+TARGET_CALLBACK_RATIO = 0.9
+CALLBACK_SECRET = "whsec_YmVuY2gtY2FsbGJhY2stc2VjcmV0LTAxMjM0NTY3"
 #: the issue's targets for figure 2 (medians over the reps)
 TARGET_VS_NAIVE, TARGET_VS_SPAWN, TARGET_CPU_MS = 1.5, 0.45, 1.5
 
@@ -57,6 +67,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-naive", action="store_true", help="skip the naive runner (shared/baselines)"
     )
+    group.add_argument(
+        "--callbacks",
+        action="store_true",
+        help="also drain with a callback on every job, to a receiver that answers after 5 s",
+    )
     add_profile_args(group)
 
 
@@ -69,18 +84,27 @@ def spawn_rate(count: int) -> float:
 
 
 def command_for(variant: str, ids_file: Path) -> str:
-    if variant == "true":
+    if variant.removesuffix("+cb") == "true":
         return "true"
     return f"echo $JOBRUNNER_JOB_ID >> {ids_file}"
 
 
-def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) -> dict[str, Any]:
+def drain(
+    st: Stack,
+    variant: str,
+    n: int,
+    mode: str,
+    timeout: float,
+    tag: str,
+    callback_url: str | None = None,
+) -> dict[str, Any]:
     """Enqueue n jobs, let the worker run them all; figures and checks of that one drain."""
     ids_file = st.run_dir / f"ids-{tag}.txt"
     ids_file.touch()
     if mode == "cold":
         st.stop_worker()
-    first, last = insert_queued(st, [command_for(variant, ids_file)] * n)
+    url = callback_url if variant.endswith("+cb") else None
+    first, last = insert_queued(st, [command_for(variant, ids_file)] * n, callback_url=url)
     deadlocks0 = deadlocks()
     worker_pids = st.worker.python_tree() if st.worker is not None else []
     cpu0 = procs.cpu_seconds(worker_pids)  # reset below in cold mode
@@ -143,7 +167,14 @@ def drain(st: Stack, variant: str, n: int, mode: str, timeout: float, tag: str) 
         "deadlocks": found_deadlocks,
         "longest_job_s": float(rows[5] or 0.0),
     }
-    if variant == "append":
+    if url is not None:
+        out["events"] = int(
+            st.query(
+                "SELECT COUNT(*) FROM callback_events WHERE job_id BETWEEN %s AND %s",
+                (first, last),
+            )[0][0]
+        )
+    if variant.startswith("append"):
         out["ran_twice"] = sum(1 for c in seen.values() if c > 1)
         out["missing"] = sum(1 for i in range(first, last + 1) if i not in seen)
     return out
@@ -160,6 +191,12 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
         if not config.smoke:
             raise RuntimeError("no naive runner in shared/baselines: pass --no-naive to skip it")
         log("no naive runner in shared/baselines: this smoke run skips it")
+    receiver = SlowReceiver(CALLBACK_DELAY_S) if args.callbacks else None
+    variants: tuple[str, ...] = VARIANTS + (CALLBACK_VARIANTS if receiver else ())
+    if receiver is not None:  # the worker role signs, and may call the receiver (127.0.0.1)
+        config.extra_env.update(
+            JOBRUNNER_CALLBACK_SECRET=CALLBACK_SECRET, JOBRUNNER_CALLBACK_ALLOW="127.0.0.1"
+        )
     with maybe_stack(config, stack) as st:
         naive: NaiveRunner | None = None
         if with_naive:
@@ -175,9 +212,17 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             row: dict[str, Any] = {}
             log(f"execute rep {rep + 1}/{config.reps}: {spawns} reference spawns")
             row["spawn"] = spawn_rate(spawns)
-            for variant in VARIANTS:
+            for variant in variants:
                 log(f"execute rep {rep + 1}/{config.reps}: {n} jobs `{variant}` ({args.mode})")
-                row[variant] = drain(st, variant, n, args.mode, timeout, f"{rep}-{variant}")
+                row[variant] = drain(
+                    st,
+                    variant,
+                    n,
+                    args.mode,
+                    timeout,
+                    f"{rep}-{variant}",
+                    receiver.url if receiver else None,
+                )
             if naive is not None:
                 log(f"execute rep {rep + 1}/{config.reps}: {n} jobs `true`, naive runner")
                 d0 = deadlocks()
@@ -188,6 +233,9 @@ def run(config: BenchConfig, args: argparse.Namespace, stack: Stack | None = Non
             naive.stop()
         if args.profile:
             result.tables.extend(_profile(st, args, n, timeout))
+    if receiver is not None:
+        result.tables.insert(0, _callback_table(reps, n, receiver.received))
+        receiver.close()
     result.tables[:0] = _tables(config, args, reps, n)
     result.raw["execute"] = reps
     return result
@@ -378,6 +426,57 @@ def _tables(
     if with_naive:
         tables.append(_targets(reps, n))
     return tables
+
+
+def _callback_table(reps: list[dict[str, Any]], n: int, received: int) -> Table:
+    """Execution with a callback on every job vs without, rep by rep (the issue's target:
+    within 10 %)."""
+    table = Table(
+        f"2c. Execution with callbacks to a receiver answering after {CALLBACK_DELAY_S:g} s: "
+        f"{n} jobs per drain",
+        [
+            "rep",
+            "true jobs/s plain / cb",
+            "ratio true",
+            "append jobs/s plain / cb",
+            "ratio append",
+            "events written (cb drains)",
+            "lost cb",
+            "not succeeded cb",
+            "run twice cb",
+        ],
+    )
+    ratios = []
+    for i, r in enumerate(reps, 1):
+        t, tc, a, ac = r["true"], r["true+cb"], r["append"], r["append+cb"]
+        ratios += [tc["rate"] / t["rate"], ac["rate"] / a["rate"]]
+        table.add(
+            i,
+            f"{t['rate']:.0f} / {tc['rate']:.0f}",
+            f"{tc['rate'] / t['rate']:.2f}",
+            f"{a['rate']:.0f} / {ac['rate']:.0f}",
+            f"{ac['rate'] / a['rate']:.2f}",
+            f"{tc['events']} / {ac['events']}",
+            f"{tc['lost']} / {ac['lost']}",
+            f"{tc['not_succeeded']} / {ac['not_succeeded']}",
+            f"{ac['ran_twice']} (missing {ac['missing']})",
+        )
+    median = Summary.of(ratios).median
+    met = "yes" if median >= TARGET_CALLBACK_RATIO else "**no**"
+    for label, key in (("worker role CPU", "worker_cpu_ms"), ("mariadbd CPU", "mariadbd_cpu_ms")):
+        plain = Summary.of([r[v][key] for r in reps for v in VARIANTS]).median
+        with_cb = Summary.of([r[v][key] for r in reps for v in CALLBACK_VARIANTS]).median
+        table.notes.append(
+            f"{label} ms/job (median): {plain:.2f} plain, {with_cb:.2f} with callbacks "
+            "(the worker role's includes its sender process)"
+        )
+    table.notes += [
+        f"median ratio with/without callbacks: {median:.2f} (target >= {TARGET_CALLBACK_RATIO}:"
+        f" {met}); every ratio: {', '.join(f'{x:.2f}' for x in ratios)}",
+        f"the receiver got {received} POSTs during the run (the sender delivers "
+        "JOBRUNNER_CALLBACK_CONCURRENCY at once per destination; the rest wait in the outbox)",
+    ]
+    return table
 
 
 def _targets(reps: list[dict[str, Any]], n: int) -> Table:

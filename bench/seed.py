@@ -47,8 +47,11 @@ def queued_row(command: str, queue: str = "default", **overrides: Any) -> dict[s
     return row
 
 
-def insert_queued(stack: Stack, commands: list[str], queue: str = "default") -> tuple[int, int]:
-    """Insert queued jobs in one transaction; return the first and last id.
+def insert_queued(
+    stack: Stack, commands: list[str], queue: str = "default", callback_url: str | None = None
+) -> tuple[int, int]:
+    """Insert queued jobs in one transaction (each with `callback_url`, if given); return the
+    first and last id.
 
     The ids are read back, not computed from MAX(id): a deleted row leaves the table's
     AUTO_INCREMENT ahead of its largest id."""
@@ -56,7 +59,8 @@ def insert_queued(stack: Stack, commands: list[str], queue: str = "default") -> 
     try:
         before = stack.max_job_id()
         with engine.begin() as conn:
-            conn.execute(jobs.insert(), [queued_row(c, queue) for c in commands])
+            rows = [queued_row(c, queue, callback_url=callback_url) for c in commands]
+            conn.execute(jobs.insert(), rows)
             first, last, count = conn.execute(
                 sa.select(sa.func.min(jobs.c.id), sa.func.max(jobs.c.id), sa.func.count()).where(
                     jobs.c.id > before

@@ -81,6 +81,7 @@ def job_fields(
     run_at: str | None = None,
     concurrency_key: str | None = None,
     concurrency_limit: int | None = None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """The body of POST /jobs: `argv` (no shell) or `command` (a shell line), and the options."""
     if argv and shell is not None:
@@ -97,6 +98,7 @@ def job_fields(
         "env": dict(env) if env else None,
         "concurrency_key": concurrency_key,
         "concurrency_limit": concurrency_limit,
+        "callback_url": callback_url,
     }
     fields.update({name: value for name, value in optional.items() if value is not None})
     return fields

@@ -135,6 +135,11 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print the job as
     metavar="TIME",
     help="Run at an ISO 8601 time (local time without an offset), or +DURATION from now.",
 )
+@click.option(
+    "--callback-url",
+    metavar="URL",
+    help="POST a signed event to URL when the job ends (succeeded, failed or cancelled).",
+)
 @click.option("--idempotency-key", metavar="KEY", help="Submit at most once per KEY.")
 @click.option(
     "--concurrency-key",
@@ -161,6 +166,7 @@ def submit(
     retries: int | None,
     env_items: tuple[str, ...],
     run_at: str | None,
+    callback_url: str | None,
     idempotency_key: str | None,
     concurrency_key: str | None,
     concurrency_limit: int | None,
@@ -196,6 +202,7 @@ def submit(
             run_at=run_at,
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
+            callback_url=callback_url,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

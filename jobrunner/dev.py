@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.bootstrap import build
 from actors.context import WorkerContext, worker_name
+from actors.sender import Sender
 from service import logs
 from service.config import ConfigError, Settings
 from service.db import create_engine
@@ -130,10 +131,13 @@ class InProcessWorker:
         )
         # as `jobrunner worker`: no more messages held than threads, the rest stay queued
         self.worker.queue_prefetch = settings.worker_threads
+        self.sender = Sender(settings, self.ctx.engine) if settings.callbacks_enabled else None
         self.started = False
 
     def start(self) -> None:
         self.worker.start()
+        if self.sender is not None:
+            self.sender.start()
         self.started = True
 
     def stop(self) -> None:
@@ -145,6 +149,8 @@ class InProcessWorker:
         settings = self.settings
         timeout_s = settings.shutdown_grace + settings.kill_grace + 15
         self.worker.stop(timeout=int(timeout_s * 1000))
+        if self.sender is not None:
+            self.sender.stop()
 
     def hurry(self) -> None:
         """End the grace now: running jobs are stopped and handed back at once."""

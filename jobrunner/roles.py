@@ -118,6 +118,10 @@ def worker() -> None:
     ]
     if settings.worker_queues:
         argv += ["--queues", *settings.worker_queues]
+    if settings.callbacks_enabled:
+        # the callback sender: a process of its own beside the workers (restarted if it dies),
+        # so that deliveries never cost a job's claim (actors/sender.py)
+        argv += ["--fork-function", "actors.sender:supervise"]
     env = dict(os.environ)
     # A busy process takes no more messages than it has threads: the rest stay in Redis for
     # idle workers elsewhere. (An idle consumer blocks on Redis: see actors.consumer.)

@@ -15,12 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from service.policy import CommandPolicy
 from service.scopes import parse_entry
 from service.states import Retention, RetryPolicy
+
+if TYPE_CHECKING:
+    from service.destinations import AllowList
 
 DEFAULT_DATABASE_URL = "mysql+mysqldb://root@127.0.0.1:3306/jobrunner"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -202,6 +206,19 @@ class Settings:
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
 
+    #: completion callbacks (API.md section 8): a URL that gets the events of every job
+    callback_url: str = ""
+    #: `whsec_...` secrets, the first signs and every one is used during a rotation
+    callback_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: the first retry's delay; each later one is 5 times longer, capped at 10 hours
+    callback_backoff: float = 5.0
+    callback_attempts: int = 8
+    #: addresses, CIDR ranges and host names that callbacks may reach though refused by default
+    callback_allow: tuple[str, ...] = ()
+    callback_timeout: float = 10.0
+    #: deliveries at once to one destination (scheme, host, port)
+    callback_concurrency: int = 4
+
     def queue_cap(self, queue: str) -> int | None:
         """The most jobs of `queue` that may run at once (JOBRUNNER_QUEUE_CONCURRENCY)."""
         return self.queue_caps.get(queue)
@@ -232,8 +249,20 @@ class Settings:
         )
 
     @cached_property
+    def callback_allow_list(self) -> AllowList:
+        """JOBRUNNER_CALLBACK_ALLOW, parsed (checked by from_environ)."""
+        from service.destinations import AllowList
+
+        return AllowList.parse(self.callback_allow)
+
+    @cached_property
     def command_policy(self) -> CommandPolicy:
         return CommandPolicy.from_patterns(self.allowed_commands, self.allowed_env)
+
+    @property
+    def callbacks_enabled(self) -> bool:
+        """Whether events can be signed (a job may ask for a callback)."""
+        return bool(self.callback_secrets)
 
     @property
     def is_sqlite(self) -> bool:
@@ -308,7 +337,15 @@ class Settings:
             header_timeout=_seconds(env, "JOBRUNNER_HEADER_TIMEOUT", 10.0, minimum=0.1),
             body_timeout=_seconds(env, "JOBRUNNER_BODY_TIMEOUT", 30.0, minimum=0.1),
             keepalive_timeout=_int(env, "JOBRUNNER_KEEPALIVE_TIMEOUT", 5, minimum=1),
+            callback_url=env.get("JOBRUNNER_CALLBACK_URL", "").strip(),
+            callback_secrets=tuple(env.get("JOBRUNNER_CALLBACK_SECRET", "").split()),
+            callback_backoff=_seconds(env, "JOBRUNNER_CALLBACK_BACKOFF", 5.0, minimum=0.01),
+            callback_attempts=_int(env, "JOBRUNNER_CALLBACK_ATTEMPTS", 8, minimum=1),
+            callback_allow=_list(env, "JOBRUNNER_CALLBACK_ALLOW"),
+            callback_timeout=_seconds(env, "JOBRUNNER_CALLBACK_TIMEOUT", 10.0, minimum=0.1),
+            callback_concurrency=_int(env, "JOBRUNNER_CALLBACK_CONCURRENCY", 4, minimum=1),
         )
+        _check_callbacks(settings)
         for entry in settings.api_tokens:
             try:
                 parse_entry(entry)
@@ -324,3 +361,26 @@ class Settings:
                 f"({settings.heartbeat_interval * 4:g} s)"
             )
         return settings
+
+
+def _check_callbacks(settings: Settings) -> None:
+    """The callback settings can be used: secrets are `whsec_` + base64, the URL may be called,
+    and a URL has a secret to sign with."""
+    from service import callbacks, destinations  # service.callbacks reads Settings
+
+    for secret in settings.callback_secrets:
+        try:
+            callbacks.secret_key(secret)
+        except ValueError as exc:
+            raise ConfigError(f"JOBRUNNER_CALLBACK_SECRET: {exc}") from None
+    try:
+        allow = destinations.AllowList.parse(settings.callback_allow)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if settings.callback_url:
+        if not settings.callback_secrets:
+            raise ConfigError("JOBRUNNER_CALLBACK_URL needs JOBRUNNER_CALLBACK_SECRET to sign with")
+        try:
+            destinations.check_url(settings.callback_url, allow)
+        except destinations.Refused as exc:
+            raise ConfigError(f"JOBRUNNER_CALLBACK_URL {exc}") from None

@@ -74,6 +74,8 @@ jobs = sa.Table(
     sa.Column("held", sa.Integer, nullable=False, server_default="0"),
     # the schedule that created it (API.md section 7); no foreign key: its jobs outlive it
     sa.Column("schedule_id", _ID, nullable=True),
+    # where to POST the event of its final state (API.md section 8); migration 0009
+    sa.Column("callback_url", sa.String(2048), nullable=True),
     # the claim: a queue's waiting jobs in the order they run (service.jobs.CLAIM_CANDIDATE);
     # held jobs sit apart, behind `held`, and cost the claim nothing
     sa.Index("ix_jobs_claim", "queue", "state", "held", "priority", "run_at", "id"),
@@ -147,6 +149,49 @@ schedules = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("name", name="uq_schedules_name"),
     sa.Index("ix_schedules_next_run_at", "next_run_at"),
+)
+
+
+#: the outbox of completion callbacks: one row per event and destination, written in the
+#: transaction that makes a job final, its body rendered there (migration 0009)
+callback_events = sa.Table(
+    "callback_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the webhook-id
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    # scheme://host:port of the url: concurrency is bounded per destination
+    sa.Column("destination", sa.String(300), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    # pending, delivered, failed (attempts used up, 410, refused)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # fencing token of the sender that claimed the current attempt
+    sa.Column("lease", sa.BigInteger, nullable=False),
+    # when it is due; while an attempt is claimed: when the claim expires; once done: its end
+    sa.Column("next_attempt_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    # the one secondary index (each ending job writes a row): due events, done ones to purge
+    sa.Index("ix_callback_events_due", "state", "next_attempt_at", "destination"),
+)
+
+#: every delivery attempt of a callback event (GET /jobs/{id}/deliveries)
+callback_deliveries = sa.Table(
+    "callback_deliveries",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=True),
+    sa.Index("ix_callback_deliveries_job", "job_id", "id"),
+    sa.Index("ix_callback_deliveries_at", "at"),
 )
 
 

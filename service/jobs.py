@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from service import concurrency, queries
+from service import callbacks, concurrency, queries
 from service.db import (
     database_time,
     db_now,
@@ -198,10 +198,25 @@ def _require(conn: Connection, job_id: int) -> Job:
     return job
 
 
-def _ended(conn: Connection, job_id: int, state: State, retention: Retention | None) -> State:
-    """A job has just become `state` (final): delete it there and then, in the same
-    transaction, if its retention is 0 (clients that poll until 404, as delayed_job's did).
-    Otherwise the sweeper purges it once its retention is over (`purge_finished`)."""
+def _ended(
+    conn: Connection,
+    job_id: int,
+    state: State,
+    retention: Retention | None,
+    urls: Sequence[str] = (),
+    now: dt.datetime | None = None,
+    job: Job | None = None,
+) -> State:
+    """A job has just become `state` (final): write the event of its callbacks (`urls`) to the
+    outbox, its body rendered from the job as it is now; then delete the job there and then,
+    in the same transaction, if its retention is 0 (clients that poll until 404, as
+    delayed_job's did). Otherwise the sweeper purges it once its retention is over
+    (`purge_finished`)."""
+    if urls:
+        if job is None:  # not known here: as this transaction has just left it
+            job = queries.get(conn, job_id)
+        assert job is not None
+        callbacks.record(conn, job, urls, now or utcnow())
     if retention is not None and retention.at_once(state):
         # the row is locked already, by the UPDATE that ended it (MariaDB takes no index hint
         # in a DELETE; a primary key equality is its plan anyway)
@@ -229,6 +244,8 @@ class JobSpec:
     concurrency_limit: int | None = None
     #: the schedule that made it (API.md section 7)
     schedule_id: int | None = None
+    #: where to POST the event of its final state (API.md section 8)
+    callback_url: str | None = None
 
 
 #: built once: the hot path of POST /jobs executes them with new values only
@@ -259,6 +276,7 @@ def _new_job(spec: JobSpec, now: dt.datetime, idempotency_key: str | None) -> di
         "concurrency_limit": spec.concurrency_limit,
         "held": 0,
         "schedule_id": spec.schedule_id,
+        "callback_url": spec.callback_url,
     }
 
 
@@ -336,9 +354,15 @@ def edit(engine: Engine, job_id: int, changes: dict[str, Any]) -> Job:
 
 
 @retry_conflicts
-def cancel(engine: Engine, job_id: int, retention: Retention | None = None) -> Job:
+def cancel(
+    engine: Engine,
+    job_id: int,
+    retention: Retention | None = None,
+    callback_url: str | None = None,
+) -> Job:
     """Cancel a waiting job at once, or ask the worker running it to stop it. Returns the job
-    as it is now (a job deleted as it was cancelled, by `retention`, as it was then)."""
+    as it is now (a job deleted as it was cancelled, by `retention`, as it was then).
+    `callback_url`: JOBRUNNER_CALLBACK_URL, which gets the event as the job's own does."""
     with transaction(engine) as conn:
         now = utcnow()
         cancelled = _move(
@@ -361,7 +385,8 @@ def cancel(engine: Engine, job_id: int, retention: Retention | None = None) -> J
                 raise Conflict(f"job {job_id} is already {job.state}")
         job = _require(conn, job_id)
         if cancelled:
-            _ended(conn, job_id, State.CANCELLED, retention)
+            urls = callbacks.urls_for(job.callback_url, callback_url)
+            _ended(conn, job_id, State.CANCELLED, retention, urls, now, job)
         return job
 
 
@@ -433,10 +458,19 @@ class ClaimedJob:
     queue: str
     output: bytes
     output_offset: int
+    #: its own callback_url (API.md section 8)
+    callback_url: str | None
     #: when it was due (its creation, or the end of its backoff), and when this attempt began
     run_at: dt.datetime
     claimed_at: dt.datetime
     concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    schedule_id: int | None = None
+    #: the rest of the job resource as the claim left it, for the event of its end (`_as_ended`)
+    priority: int = 0
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None  # the first attempt's start
+    worker: str = ""
 
 
 _CLAIM_COLUMNS = (
@@ -453,6 +487,11 @@ _CLAIM_COLUMNS = (
     jobs.c.run_at,
     jobs.c.concurrency_key,
     jobs.c.concurrency_limit,
+    jobs.c.schedule_id,
+    jobs.c.callback_url,
+    jobs.c.priority,
+    jobs.c.created_at,
+    jobs.c.started_at,
 )
 
 
@@ -556,9 +595,16 @@ def _claim_row(conn: Connection, claim: NextClaim, row: Any, now: dt.datetime) -
         queue=claim.queue,
         output=row.output or b"",
         output_offset=row.output_offset,
+        callback_url=row.callback_url,
         run_at=row.run_at,
         claimed_at=now,
         concurrency_key=row.concurrency_key,
+        concurrency_limit=row.concurrency_limit,
+        schedule_id=row.schedule_id,
+        priority=row.priority,
+        created_at=row.created_at,
+        started_at=row.started_at or now,
+        worker=claim.worker,
     )
 
 
@@ -656,10 +702,23 @@ def _end_attempt(
     values: dict[str, Any],
     retention: Retention | None = None,
     key: str | None = None,
+    urls: Sequence[str] = (),
+    claimed: ClaimedJob | None = None,
 ) -> State | None:
     """`_move_to_end`, and the slot of the job's concurrency key freed by it, if it moved."""
     state = _move_to_end(
-        conn, job_id, attempt, max_retries, fence, outcome, policy, now, values, retention
+        conn,
+        job_id,
+        attempt,
+        max_retries,
+        fence,
+        outcome,
+        policy,
+        now,
+        values,
+        retention,
+        urls,
+        claimed,
     )
     if state is not None:
         concurrency.free_slot(conn, key)
@@ -677,10 +736,13 @@ def _move_to_end(
     now: dt.datetime,
     values: dict[str, Any],
     retention: Retention | None = None,
+    urls: Sequence[str] = (),
+    claimed: ClaimedJob | None = None,
 ) -> State | None:
     """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
-    A final state with a retention of 0 deletes the job at once (`_ended`)."""
+    A final state writes the event of its callbacks (`urls`) to the outbox, and with a
+    retention of 0 deletes the job at once (`_ended`)."""
     values = dict(
         values,
         exit_code=outcome.exit_code,
@@ -692,7 +754,10 @@ def _move_to_end(
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.SUCCEEDED, retention) if moved else None
+        if not moved:
+            return None
+        ended = _as_ended(claimed, State.SUCCEEDED, values, now) if urls and claimed else None
+        return _ended(conn, job_id, State.SUCCEEDED, retention, urls, now, ended)
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
@@ -703,11 +768,55 @@ def _move_to_end(
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
         moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
-        return _ended(conn, job_id, State.CANCELLED, retention) if moved else None
+        if not moved:
+            return None
+        ended = _as_ended(claimed, State.CANCELLED, values, now) if urls and claimed else None
+        return _ended(conn, job_id, State.CANCELLED, retention, urls, now, ended)
     moved = _move(
         conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
-    return _ended(conn, job_id, State.FAILED, retention) if moved else None
+    if not moved:
+        return None
+    ended = _as_ended(claimed, State.FAILED, values, now) if urls and claimed else None
+    return _ended(conn, job_id, State.FAILED, retention, urls, now, ended)
+
+
+def _as_ended(job: ClaimedJob, state: State, values: Mapping[str, Any], now: dt.datetime) -> Job:
+    """The job as the UPDATE that ended its attempt left it, from what the claim read and the
+    UPDATE wrote: the event of its end needs no read of the row (the finish is on every job's
+    path). A running job cannot be edited; a cancel asked for while it ran is known only when
+    the attempt ends cancelled (a cancel that came as it succeeded or failed anyway is not
+    shown in the event's `cancel_requested`)."""
+    return Job(
+        id=job.id,
+        command=job.command,
+        argv=job.argv,
+        queue=job.queue,
+        priority=job.priority,
+        state=state,
+        attempts=job.attempt,
+        max_retries=job.max_retries,
+        timeout=job.timeout,
+        exit_code=values["exit_code"],
+        last_error=values["last_error"],
+        run_at=job.run_at,
+        locked_at=job.claimed_at,
+        locked_by=job.worker,
+        started_at=job.started_at or job.claimed_at,
+        finished_at=now,
+        failed_at=now if state == State.FAILED else None,
+        created_at=job.created_at or job.claimed_at,
+        updated_at=now,
+        cancel_requested_at=now if state == State.CANCELLED else None,
+        end_reason=values["end_reason"],
+        exit_signal=values["exit_signal"],
+        output_offset=values["output_offset"],
+        output_bytes=values["output_bytes"],
+        concurrency_key=job.concurrency_key,
+        concurrency_limit=job.concurrency_limit,
+        schedule_id=job.schedule_id,
+        callback_url=job.callback_url,
+    )
 
 
 @retry_fenced
@@ -718,11 +827,13 @@ def finish(
     output: OutputSnapshot,
     policy: RetryPolicy,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> State | None:
     """Record the end of an attempt; return the job's new state, None if it was not ours.
-    (With `retention`, a job whose final state is kept 0 seconds is deleted at once.)"""
+    (With `retention`, a job whose final state is kept 0 seconds is deleted at once; a final
+    state writes the event for the job's callback_url and `callback_url` to the outbox.)"""
     with transaction(engine) as conn:
-        return _finish_in(conn, job, outcome, output, policy, retention)
+        return _finish_in(conn, job, outcome, output, policy, retention, callback_url)
 
 
 @retry_conflicts
@@ -734,6 +845,7 @@ def finish_and_claim(
     policy: RetryPolicy,
     then: NextClaim,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> tuple[State | None, ClaimedJob | None]:
     """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
     worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
@@ -741,7 +853,8 @@ def finish_and_claim(
         if then.cap is not None and job.concurrency_key is not None:
             # a queue's lock before a key's (service.concurrency): the claim takes it next
             concurrency.lock(conn, concurrency.queue_lock(then.queue))
-        return _finish_in(conn, job, outcome, output, policy, retention), _claim_in(conn, then)
+        state = _finish_in(conn, job, outcome, output, policy, retention, callback_url)
+        return state, _claim_in(conn, then)
 
 
 def _finish_in(
@@ -751,6 +864,7 @@ def _finish_in(
     output: OutputSnapshot,
     policy: RetryPolicy,
     retention: Retention | None,
+    callback_url: str | None,
 ) -> State | None:
     values = {
         "heartbeat_at": None,
@@ -770,6 +884,8 @@ def _finish_in(
         values,
         retention,
         job.concurrency_key,
+        callbacks.urls_for(job.callback_url, callback_url),
+        job,
     )
 
 
@@ -926,6 +1042,7 @@ _LOST_COLUMNS = (
     jobs.c.max_retries,
     jobs.c.locked_by,
     jobs.c.concurrency_key,
+    jobs.c.callback_url,
 )
 
 
@@ -936,6 +1053,7 @@ def mark_lost(
     limit: int = 100,
     known_end: KnownEnds | None = None,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> list[LostAttempt]:
     """End the running attempts whose worker has sent no heartbeat for `stale_after` seconds
     (by the database's clock): with the end their worker left behind (`known_end`) if any,
@@ -948,7 +1066,8 @@ def mark_lost(
             .order_by(jobs.c.id)
             .limit(limit)
         ).all()
-    return _end_lost(engine, stale, policy, known_end, {Guard.STALE: stale_before}, retention)
+    guards = {Guard.STALE: stale_before}
+    return _end_lost(engine, stale, policy, known_end, guards, retention, callback_url)
 
 
 def mark_worker_lost(
@@ -957,6 +1076,7 @@ def mark_worker_lost(
     policy: RetryPolicy,
     known_end: KnownEnds | None = None,
     retention: Retention | None = None,
+    callback_url: str | None = None,
 ) -> list[LostAttempt]:
     """End every running attempt of a worker known to be gone (its presence expired, or its
     process is dead on this machine), as `mark_lost` ends a stale one."""
@@ -966,7 +1086,8 @@ def mark_worker_lost(
             .where(jobs.c.state == State.RUNNING, jobs.c.locked_by == worker)
             .order_by(jobs.c.id)
         ).all()
-    return _end_lost(engine, running, policy, known_end, {Guard.LOCKED_BY: worker}, retention)
+    guards = {Guard.LOCKED_BY: worker}
+    return _end_lost(engine, running, policy, known_end, guards, retention, callback_url)
 
 
 def _end_lost(
@@ -976,12 +1097,14 @@ def _end_lost(
     known_end: KnownEnds | None,
     guards: Mapping[Guard, Any],
     retention: Retention | None,
+    callback_url: str | None,
 ) -> list[LostAttempt]:
     lost = []
     for row in rows:
         known = known_end(row.id, row.lease) if known_end is not None else None
         fence = {Guard.LEASE: row.lease, **guards}
-        state = _end_lost_attempt(engine, row, fence, policy, known, retention)
+        urls = callbacks.urls_for(row.callback_url, callback_url)
+        state = _end_lost_attempt(engine, row, fence, policy, known, retention, urls)
         if state is not None:
             outcome = known.outcome if known is not None else None
             lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
@@ -996,6 +1119,7 @@ def _end_lost_attempt(
     policy: RetryPolicy,
     known: KnownEnd | None,
     retention: Retention | None,
+    urls: Sequence[str],
 ) -> State | None:
     values: dict[str, Any] = {"heartbeat_at": None}
     outcome = WORKER_LOST
@@ -1019,6 +1143,7 @@ def _end_lost_attempt(
             values,
             retention,
             row.concurrency_key,
+            urls,
         )
 
 

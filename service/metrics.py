@@ -29,7 +29,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from service import concurrency, workers
+from service import concurrency, queries, workers
 from service.bus import Bus, BusUnavailable
 from service.db import jobs, transaction, utcnow
 from service.states import State
@@ -77,6 +77,12 @@ EVENTS: Mapping[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
     ),
     "jobrunner_schedule_ticks": (
         "Schedule ticks taken, by outcome (created a job, or skipped: overlap)",
+        ("outcome",),
+        None,
+    ),
+    "jobrunner_callback_deliveries": (
+        "Callback delivery attempts, by outcome: delivered, retry (failed, to be sent again), "
+        "gone (410), exhausted (the last attempt failed), refused (the address is not allowed)",
         ("outcome",),
         None,
     ),
@@ -244,6 +250,24 @@ def _state_metrics(engine: Engine) -> Iterator[Metric]:
         elif state == State.RUNNING:
             running.add_metric([queue], count)
     yield from (jobs_by_state, depth, oldest, running)
+    yield from _outbox_metrics(engine)
+
+
+def _outbox_metrics(engine: Engine) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    with transaction(engine) as conn:
+        stats = queries.outbox_stats(conn, utcnow())
+    pending = GaugeMetricFamily(
+        "jobrunner_callback_outbox_pending", "Callback events not delivered yet (nor given up)"
+    )
+    pending.add_metric([], stats.pending)
+    oldest = GaugeMetricFamily(
+        "jobrunner_callback_outbox_oldest_pending_seconds",
+        "How long the oldest callback event not delivered yet has waited (0: none)",
+    )
+    oldest.add_metric([], stats.oldest_pending_seconds or 0.0)
+    yield from (pending, oldest)
 
 
 #: at most this many concurrency keys get series of their own; the rest add up under `_other`

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from service.db import jobs
+from service.db import callback_deliveries, callback_events, jobs
 from service.states import FINAL, State
 
 
@@ -41,6 +41,7 @@ class Job:
     exit_signal: int | None
     output_offset: int
     output_bytes: int
+    callback_url: str | None
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     schedule_id: int | None = None
@@ -202,3 +203,52 @@ def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
         )
         for name in sorted(waiting.keys() | running.keys())
     ]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery attempt of a callback event (GET /jobs/{id}/deliveries)."""
+
+    event_id: str
+    url: str
+    attempt: int
+    at: dt.datetime
+    status_code: int | None
+    error: str | None
+    next_attempt_at: dt.datetime | None
+
+
+def deliveries(conn: Connection, job_id: int) -> list[Delivery]:
+    """Every delivery attempt of a job's events, to any URL, oldest first."""
+    d = callback_deliveries
+    rows = conn.execute(
+        sa.select(
+            d.c.event_id,
+            d.c.url,
+            d.c.attempt,
+            d.c.at,
+            d.c.status_code,
+            d.c.error,
+            d.c.next_attempt_at,
+        )
+        .where(d.c.job_id == job_id)
+        .order_by(d.c.id)
+    ).all()
+    return [Delivery(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    #: how long the oldest pending event has waited; None: none pending
+    oldest_pending_seconds: float | None
+
+
+def outbox_stats(conn: Connection, now: dt.datetime) -> OutboxStats:
+    """The pending events of the callback outbox: how many, and the age of the oldest."""
+    e = callback_events
+    count, oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(e.c.created_at)).where(e.c.state == "pending")
+    ).one()
+    age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
+    return OutboxStats(int(count), age)

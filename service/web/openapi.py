@@ -18,7 +18,14 @@ from service.scopes import Scope
 from service.states import State
 from service.web.access import Need
 from service.web.schedule_schemas import ScheduleResource, input_schema
-from service.web.schemas import JobResource, Limits, QueueResource, WorkerResource, fields_model
+from service.web.schemas import (
+    DeliveryResource,
+    JobResource,
+    Limits,
+    QueueResource,
+    WorkerResource,
+    fields_model,
+)
 
 REF = "#/components/schemas/{model}"
 
@@ -42,6 +49,7 @@ def _resource_schemas() -> dict[str, Any]:
         ("Queue", QueueResource),
         ("Worker", WorkerResource),
         ("Schedule", ScheduleResource),
+        ("Delivery", DeliveryResource),
     )
     for name, model in models:
         schema = model.model_json_schema(ref_template=REF, mode="serialization")
@@ -106,6 +114,7 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     fields = _field_schemas(settings)
     if edit:
         del fields["env"]
+        del fields["callback_url"]
     properties = {name: _nullable(schema) for name, schema in fields.items()}
     null = {"type": "null"}
     schema: dict[str, Any] = {
@@ -418,6 +427,21 @@ def document(settings: Settings, needs: tuple[tuple[str, str, Need], ...]) -> di
                             "with Accept: text/event-stream)",
                         ),
                     ],
+                ),
+            },
+            "/jobs/{job_id}/deliveries": {
+                "parameters": [JOB_ID],
+                "get": _operation(
+                    "jobDeliveries",
+                    "Each delivery attempt of the job's callback events, oldest first",
+                    {
+                        "200": {
+                            "description": "The attempts (an empty array when there are none)",
+                            "content": _json({"type": "array", "items": _ref("Delivery")}),
+                        },
+                        "404": ERRORS["404"],
+                        "503": ERRORS["503"],
+                    },
                 ),
             },
             **_schedule_paths(),

@@ -26,7 +26,7 @@ from service.queries import Job, ListFilter
 from service.queue_names import QueueNames
 from service.scopes import Scope
 from service.states import State
-from service.web import openapi, overview
+from service.web import deliveries, openapi, overview
 from service.web import schedule_routes as sched
 from service.web.access import PUBLIC, Endpoint, Need, ScopedRoute, declared_needs
 from service.web.auth import TokenStore
@@ -198,7 +198,10 @@ async def delete_job(request: Request) -> Response:
 
 
 def _cancel(services: Services, job_id: int) -> Job:
-    job = jobs.cancel(services.engine, job_id, services.settings.retention_policy)
+    settings = services.settings
+    job = jobs.cancel(
+        services.engine, job_id, settings.retention_policy, settings.callback_url or None
+    )
     if job.state == State.RUNNING:
         services.dispatcher.announce_cancel(job_id)
     else:
@@ -351,6 +354,7 @@ routes = [
         DELETE=(ADMIN, sched.delete_schedule),
     ),
     ScopedRoute("/schedules/{schedule_id:int}/trigger", POST=(ADMIN, sched.trigger_schedule)),
+    ScopedRoute("/jobs/{job_id:int}/deliveries", GET=(READ, deliveries.job_deliveries)),
     ScopedRoute("/queues", GET=(READ, overview.list_queues)),
     ScopedRoute("/workers", GET=(READ, overview.list_workers)),
     ScopedRoute("/healthz", GET=(PUBLIC, healthz)),

@@ -32,8 +32,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.config import QUEUE_NAME_PATTERN, Settings
+from service.destinations import MAX_URL_LENGTH, Refused, check_url
 from service.errors import ValidationFailed
 from service.jobs import JobSpec
+from service.resource import format_time as format_time
+from service.resource import job_to_json as job_to_json
 from service.states import EndReason, State
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -236,6 +239,16 @@ def fields_model(limits: Limits) -> type[JobFieldsBase]:
             json_schema_extra={"format": "date-time"},
         ),
     ]
+    callback_url = Annotated[
+        str,
+        StringConstraints(max_length=MAX_URL_LENGTH),
+        Field(
+            description=(
+                "An http(s) URL that gets a signed POST when the job ends (API.md section 8)"
+            ),
+            json_schema_extra={"format": "uri"},
+        ),
+    ]
     env = Annotated[
         dict[EnvName, Text],
         Field(
@@ -264,6 +277,7 @@ def fields_model(limits: Limits) -> type[JobFieldsBase]:
         "env": env,
         "concurrency_key": concurrency_key,
         "concurrency_limit": concurrency_limit,
+        "callback_url": callback_url,
     }
     return create_model(  # type: ignore[call-overload, no-any-return]
         "JobFields",
@@ -387,7 +401,22 @@ def parse_create(data: dict[str, Any], settings: Settings) -> JobSpec:
         env=fields.env,
         concurrency_key=key,
         concurrency_limit=(fields.concurrency_limit or 1) if key is not None else None,
+        callback_url=_callback_url(fields.callback_url, settings),
     )
+
+
+def _callback_url(url: str | None, settings: Settings) -> str | None:
+    """A job's callback_url, checked without DNS (service.destinations); 422 if refused."""
+    if url is None:
+        return None
+    if not settings.callbacks_enabled:
+        message = "callbacks are off on this server (no JOBRUNNER_CALLBACK_SECRET to sign with)"
+        raise ValidationFailed({"callback_url": [message]})
+    try:
+        check_url(url, settings.callback_allow_list)
+    except Refused as exc:
+        raise ValidationFailed({"callback_url": [str(exc)]}) from None
+    return url
 
 
 EDITABLE_FIELDS = (
@@ -407,8 +436,9 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Validate an edit; return the column values to change (at least one)."""
     if not data:
         raise ValidationFailed({"job": ["give at least one field to change"]})
-    if "env" in data:
-        raise ValidationFailed({"env": ["cannot be changed after the job is created"]})
+    for name in ("env", "callback_url"):
+        if name in data:
+            raise ValidationFailed({name: ["cannot be changed after the job is created"]})
     fields = _validate(data, Limits.from_settings(settings), settings)
     given = fields.model_dump(exclude_unset=True)
     if "command" in given and given["command"] is None:
@@ -432,16 +462,6 @@ def parse_edit(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 # --- responses ----------------------------------------------------------------------------
-
-
-def format_time(value: dt.datetime | None) -> str | None:
-    """UTC, ISO 8601 with milliseconds and Z, as API.md section 2 says."""
-    if value is None:
-        return None
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}"
-        f":{value.second:02d}.{value.microsecond // 1000:03d}Z"
-    )
 
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -481,6 +501,9 @@ class JobResource(BaseModel):
     concurrency_key: str | None = Field(description="API.md section 6; null: none")
     concurrency_limit: Annotated[int, Field(ge=1)] | None
     schedule_id: int | None = Field(description="The schedule that created it; null: none")
+    callback_url: str | None = Field(
+        description="Where the event of its final state is POSTed (API.md section 8)"
+    )
 
 
 class QueueResource(BaseModel):
@@ -495,6 +518,20 @@ class QueueResource(BaseModel):
     concurrency: Annotated[int, Field(ge=1)] | None
 
 
+class DeliveryResource(BaseModel):
+    """One delivery attempt of a job's callback event (API.md section 8)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(description="The webhook-id: the same for every attempt of one event")
+    url: str
+    attempt: Annotated[int, Field(ge=1)]
+    at: Time
+    status_code: int | None = Field(description="The answer's status; null when none came")
+    error: str | None = Field(description="Why no answer came (or why it was not sent)")
+    next_attempt_at: Time | None = Field(description="When it is sent again; null: it is not")
+
+
 class WorkerResource(BaseModel):
     """A live worker process as GET /workers shows it (API.md section 11)."""
 
@@ -507,40 +544,6 @@ class WorkerResource(BaseModel):
     started_at: Time
     last_seen_at: Time
     running: list[int] = Field(description="The ids of the jobs it runs")
-
-
-def job_to_json(job: Any) -> dict[str, Any]:
-    """A job as its JobResource, written out by hand: GET /jobs returns up to 1,000 of them,
-    and a model per job would cost more than the query (a test holds the two together)."""
-    return {
-        "id": job.id,
-        "command": job.command,
-        "argv": job.argv,
-        "queue": job.queue,
-        "priority": job.priority,
-        "state": job.state,
-        "attempts": job.attempts,
-        "max_retries": job.max_retries,
-        "timeout": job.timeout,
-        "exit_code": job.exit_code,
-        "last_error": job.last_error,
-        "end_reason": job.end_reason,
-        "exit_signal": job.exit_signal,
-        "run_at": format_time(job.run_at),
-        "locked_at": format_time(job.locked_at),
-        "locked_by": job.locked_by,
-        "started_at": format_time(job.started_at),
-        "finished_at": format_time(job.finished_at),
-        "failed_at": format_time(job.failed_at),
-        "created_at": format_time(job.created_at),
-        "updated_at": format_time(job.updated_at),
-        "cancel_requested": job.cancel_requested_at is not None,
-        "output_bytes": job.output_bytes,
-        "output_truncated": job.output_offset > 0,
-        "concurrency_key": job.concurrency_key,
-        "concurrency_limit": job.concurrency_limit,
-        "schedule_id": job.schedule_id,
-    }
 
 
 ListOrder = Literal["asc", "desc"]

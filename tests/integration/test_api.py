@@ -41,6 +41,7 @@ JOB_FIELDS = {
     "concurrency_key",
     "concurrency_limit",
     "schedule_id",
+    "callback_url",
 }
 
 

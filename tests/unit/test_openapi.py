@@ -31,6 +31,7 @@ def a_job() -> SimpleNamespace:
         locked_at=None, locked_by=None, started_at=None, finished_at=None, failed_at=None,
         created_at=NOW, updated_at=NOW, cancel_requested_at=None, output_bytes=0,
         output_offset=0, concurrency_key=None, concurrency_limit=None, schedule_id=None,
+        callback_url=None,
     )  # fmt: skip
 
 
@@ -89,3 +90,18 @@ def test_an_operation_no_route_declares_is_an_error() -> None:
     needs = tuple(n for n in declared_needs(routes) if n[:2] != ("/metrics", "get"))
     with pytest.raises(ValueError, match="/metrics"):
         openapi.document(Settings(), needs)
+
+
+def test_callbacks_are_in_the_document() -> None:
+    doc = document(Settings())
+    schemas = doc["components"]["schemas"]
+    field = schemas["JobInput"]["properties"]["callback_url"]["anyOf"][0]
+    assert field["format"] == "uri" and field["maxLength"] == 2048
+    assert "callback_url" not in schemas["JobEdit"]["properties"]  # set once, on create
+    assert "callback_url" in schemas["Job"]["required"]
+    deliveries = doc["paths"]["/jobs/{job_id}/deliveries"]["get"]
+    items = deliveries["responses"]["200"]["content"]["application/json"]["schema"]["items"]
+    assert items == {"$ref": "#/components/schemas/Delivery"}
+    assert set(schemas["Delivery"]["required"]) == {
+        "event_id", "url", "attempt", "at", "status_code", "error", "next_attempt_at",
+    }  # fmt: skip
