@@ -183,6 +183,11 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
+    #: the key that signs the dashboard's session cookies; empty: the deployment's own, made
+    #: by the migrations (table web_secrets), so every web process agrees (never shown)
+    session_secret: str = field(default="", repr=False)
+    #: how long a dashboard sign-in lasts, in seconds
+    session_max_age: float = 12 * 3600.0
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -280,6 +285,8 @@ class Settings:
             header_timeout=_seconds(env, "JOBRUNNER_HEADER_TIMEOUT", 10.0, minimum=0.1),
             body_timeout=_seconds(env, "JOBRUNNER_BODY_TIMEOUT", 30.0, minimum=0.1),
             keepalive_timeout=_int(env, "JOBRUNNER_KEEPALIVE_TIMEOUT", 5, minimum=1),
+            session_secret=env.get("JOBRUNNER_SESSION_SECRET", "").strip(),
+            session_max_age=_seconds(env, "JOBRUNNER_SESSION_MAX_AGE", 12 * 3600.0, minimum=60),
         )
         for entry in settings.api_tokens:
             try:

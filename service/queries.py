@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from service.db import jobs
+from service.db import jobs, web_secrets
 from service.states import FINAL, State
 
 
@@ -190,3 +190,76 @@ def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
         )
         for name in sorted(waiting.keys() | running.keys())
     ]
+
+
+# --- the dashboard (service/web/dashboard) ------------------------------------------------
+
+#: counts by state stop here: past it the dashboard shows "10000+" (no unbounded COUNT(*))
+COUNT_CAP = 10_000
+#: a search on the command reads at most this many jobs per page, newest first (no full scan)
+SEARCH_WINDOW = 50_000
+
+
+def capped_counts(conn: Connection, queue: str | None, cap: int = COUNT_CAP) -> dict[str, int]:
+    """How many jobs are in each state (of a queue), each count at most `cap` + 1: a bounded
+    read of ix_jobs_state_id (ix_jobs_queue_state_id), however many jobs there are."""
+    counts: dict[str, int] = {}
+    for state in State:
+        where = [jobs.c.state == state]
+        if queue is not None:
+            where.append(jobs.c.queue == queue)
+        bounded = sa.select(jobs.c.id).where(*where).limit(cap + 1).subquery()
+        counts[state.value] = conn.execute(
+            sa.select(sa.func.count()).select_from(bounded)
+        ).scalar_one()
+    return counts
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    jobs: list[Job]
+    #: where the next page starts (an id, as `after`), None at the end
+    next_after: int | None
+    #: how far this page searched: the last id it read (a search stops after SEARCH_WINDOW)
+    searched_to: int | None
+
+
+def search_jobs(
+    conn: Connection, where: ListFilter, text: str, window: int = SEARCH_WINDOW
+) -> SearchPage:
+    """A page of jobs whose command contains `text` (no wildcards), in id order, among at most
+    `window` jobs after `where.after` (those of its state and queue)."""
+    conditions = []
+    if where.state is not None:
+        conditions.append(jobs.c.state == where.state)
+    if where.queue is not None:
+        conditions.append(jobs.c.queue == where.queue)
+    if where.after is not None:
+        conditions.append(jobs.c.id < where.after if where.descending else jobs.c.id > where.after)
+    order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
+    scanned = sa.select(jobs.c.id).where(*conditions).order_by(order).limit(window).subquery()
+    read, last = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.min(scanned.c.id) if where.descending else sa.func.max(scanned.c.id),
+        )
+    ).one()
+    rows = conn.execute(
+        _select()
+        .join(scanned, jobs.c.id == scanned.c.id)
+        .where(jobs.c.command.contains(text, autoescape=True))
+        .order_by(order)
+        .limit(where.limit + 1)
+    ).all()
+    found = [Job(*row) for row in rows[: where.limit]]
+    if len(rows) > where.limit:
+        return SearchPage(found, found[-1].id, found[-1].id)
+    return SearchPage(found, last if read >= window else None, last)
+
+
+def web_secret(conn: Connection, name: str) -> str | None:
+    """A secret the web processes share (table web_secrets, made by the migrations)."""
+    value = conn.execute(
+        sa.select(web_secrets.c.value).where(web_secrets.c.name == name)
+    ).scalar_one_or_none()
+    return str(value) if value is not None else None
