@@ -228,7 +228,8 @@ def search_jobs(
     conn: Connection, where: ListFilter, text: str, window: int = SEARCH_WINDOW
 ) -> SearchPage:
     """A page of jobs whose command contains `text` (no wildcards), in id order, among at most
-    `window` jobs after `where.after` (those of its state and queue)."""
+    `window` jobs after `where.after` (those of its state and queue): first the id range of
+    that window (an index-only read), then the jobs of the range that match."""
     conditions = []
     if where.state is not None:
         conditions.append(jobs.c.state == where.state)
@@ -238,16 +239,14 @@ def search_jobs(
         conditions.append(jobs.c.id < where.after if where.descending else jobs.c.id > where.after)
     order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
     scanned = sa.select(jobs.c.id).where(*conditions).order_by(order).limit(window).subquery()
-    read, last = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.min(scanned.c.id) if where.descending else sa.func.max(scanned.c.id),
-        )
-    ).one()
+    edge = sa.func.min(scanned.c.id) if where.descending else sa.func.max(scanned.c.id)
+    read, last = conn.execute(sa.select(sa.func.count(), edge)).one()
+    if not read:
+        return SearchPage([], None, None)
+    within = jobs.c.id >= last if where.descending else jobs.c.id <= last
     rows = conn.execute(
         _select()
-        .join(scanned, jobs.c.id == scanned.c.id)
-        .where(jobs.c.command.contains(text, autoescape=True))
+        .where(*conditions, within, jobs.c.command.contains(text, autoescape=True))
         .order_by(order)
         .limit(where.limit + 1)
     ).all()

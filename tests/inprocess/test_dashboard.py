@@ -17,7 +17,9 @@ from starlette.testclient import TestClient
 
 from actors.context import WorkerContext
 from actors.run_job import keep_queue
+from service import queries
 from service.config import Settings
+from service.queries import ListFilter
 from service.tokens import create_token, revoke_token
 from service.web.app import create_app
 from service.web.dashboard.session import COOKIE
@@ -530,3 +532,20 @@ def test_without_authentication_no_sign_in_but_forms_keep_their_guards(
     assert job(open_browser, job_id)["state"] == "queued"
     open_browser.post(f"/ui/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert job(open_browser, job_id)["state"] == "cancelled"
+
+
+def test_a_search_reads_a_bounded_window_then_goes_on(
+    browser: TestClient, engine: sa.Engine
+) -> None:
+    ids = [submit(browser, command=f"echo {'needle' if n == 1 else 'hay'} {n}") for n in range(7)]
+    newest_first = ListFilter(limit=50, descending=True)
+    with engine.connect() as conn:
+        first = queries.search_jobs(conn, newest_first, "needle", window=3)
+        assert first.jobs == [] and first.next_after == first.searched_to == ids[4]
+        then = dataclasses.replace(newest_first, after=first.next_after)
+        second = queries.search_jobs(conn, then, "needle", window=3)
+        assert [job.id for job in second.jobs] == [ids[1]] and second.next_after == ids[1]
+        last = queries.search_jobs(conn, dataclasses.replace(then, after=ids[1]), "needle", 3)
+        assert last.jobs == [] and last.next_after is None
+    sign_in(browser)
+    assert "down to #" in browser.get("/ui/jobs?q=needle").text
