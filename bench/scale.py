@@ -221,7 +221,7 @@ def project_statements(url: str) -> list[Statement]:
             queries.search_jobs(conn, ListFilter(limit=50, descending=True), "task.sh 42")
 
     for i, stmt in enumerate(capture(url, "", dashboard_reads, stop_at_write=True)):
-        stmt.name = f"/ui/jobs counts ({i + 1})" if i < 7 else f"/ui/jobs search ({i - 6})"
+        stmt.name = "/ui/jobs counts" if i == 0 else f"/ui/jobs search ({i})"
         out.append(stmt)
     return out
 
@@ -337,7 +337,7 @@ OVERVIEW_PATHS = {
     "page /ui/jobs?state=failed": "/ui/jobs?state=failed",
     "page /ui/jobs?queue=reports&state=succeeded": "/ui/jobs?queue=reports&state=succeeded",
     "page /ui/jobs?q=task.sh 42 (search)": "/ui/jobs?q=task.sh+42",
-    "page /ui/jobs/{id} (a job's page)": "/ui/jobs/{id}",
+    "page /ui/jobs/{id} (the newest job)": "/ui/jobs/{id}",
     "page /ui/queues": "/ui/queues",
 }
 
@@ -354,7 +354,7 @@ def measure_lists(
         for which in order:
             role, max_id = webs[which]
             if name in OVERVIEW_PATHS:
-                path = OVERVIEW_PATHS[name].replace("{id}", str(max_id // 2))
+                path = OVERVIEW_PATHS[name].replace("{id}", str(max_id))  # the newest job
             else:
                 path = url_of(name, list_filters(int(max_id * 0.9))[name])
             out[name][which] = time_requests(role.url, path, token, duration, limit)
