@@ -221,7 +221,7 @@ def project_statements(url: str) -> list[Statement]:
             queries.search_jobs(conn, ListFilter(limit=50, descending=True), "task.sh 42")
 
     for i, stmt in enumerate(capture(url, "", dashboard_reads, stop_at_write=True)):
-        stmt.name = "/ui/jobs counts" if i == 0 else f"/ui/jobs search ({i})"
+        stmt.name = ("/ui/jobs counts", "/ui/jobs search: id range", "/ui/jobs search")[i]
         out.append(stmt)
     return out
 

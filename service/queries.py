@@ -196,7 +196,7 @@ def queue_stats(conn: Connection, now: dt.datetime) -> list[QueueStats]:
 
 #: counts by state stop here: past it the dashboard shows "10000+" (no unbounded COUNT(*))
 COUNT_CAP = 10_000
-#: a search on the command reads at most this many jobs per page, newest first (no full scan)
+#: a search on the command reads the jobs of at most this many ids per page (no full scan)
 SEARCH_WINDOW = 50_000
 
 
@@ -220,40 +220,44 @@ class SearchPage:
     jobs: list[Job]
     #: where the next page starts (an id, as `after`), None at the end
     next_after: int | None
-    #: how far this page searched: the last id it read (a search stops after SEARCH_WINDOW)
+    #: how far this page searched: the last id of its range (SEARCH_WINDOW ids at most)
     searched_to: int | None
 
 
 def search_jobs(
     conn: Connection, where: ListFilter, text: str, window: int = SEARCH_WINDOW
 ) -> SearchPage:
-    """A page of jobs whose command contains `text` (no wildcards), in id order, among at most
-    `window` jobs after `where.after` (those of its state and queue): first the id range of
-    that window (an index-only read), then the jobs of the range that match."""
-    conditions = []
+    """A page of jobs whose command contains `text` (no wildcards), in id order, among the
+    `window` ids after `where.after` (of its state and queue): one range of the primary key
+    (or of ix_jobs_state_id, ix_jobs_queue_id), never the whole table."""
+    lowest, highest = conn.execute(sa.select(sa.func.min(jobs.c.id), sa.func.max(jobs.c.id))).one()
+    if lowest is None:
+        return SearchPage([], None, None)
+    if where.descending:
+        top = highest if where.after is None else min(highest, where.after - 1)
+        bottom = top - window + 1
+        edge, more = bottom, bottom > lowest  # `after` of the next page: ids below it
+    else:
+        bottom = lowest if where.after is None else max(lowest, where.after + 1)
+        top = bottom + window - 1
+        edge, more = top, top < highest
+    conditions: list[sa.ColumnElement[bool]] = [jobs.c.id.between(bottom, top)]
     if where.state is not None:
         conditions.append(jobs.c.state == where.state)
     if where.queue is not None:
         conditions.append(jobs.c.queue == where.queue)
-    if where.after is not None:
-        conditions.append(jobs.c.id < where.after if where.descending else jobs.c.id > where.after)
     order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
-    scanned = sa.select(jobs.c.id).where(*conditions).order_by(order).limit(window).subquery()
-    edge = sa.func.min(scanned.c.id) if where.descending else sa.func.max(scanned.c.id)
-    read, last = conn.execute(sa.select(sa.func.count(), edge)).one()
-    if not read:
-        return SearchPage([], None, None)
-    within = jobs.c.id >= last if where.descending else jobs.c.id <= last
     rows = conn.execute(
         _select()
-        .where(*conditions, within, jobs.c.command.contains(text, autoescape=True))
+        .where(*conditions, jobs.c.command.contains(text, autoescape=True))
         .order_by(order)
         .limit(where.limit + 1)
     ).all()
     found = [Job(*row) for row in rows[: where.limit]]
     if len(rows) > where.limit:
         return SearchPage(found, found[-1].id, found[-1].id)
-    return SearchPage(found, last if read >= window else None, last)
+    reached = max(bottom, lowest) if where.descending else min(top, highest)
+    return SearchPage(found, edge if more else None, reached)
 
 
 def web_secret(conn: Connection, name: str) -> str | None:

@@ -16,7 +16,7 @@ from service.scopes import Scope
 from service.states import FINAL
 from service.web.access import granted
 from service.web.dashboard import assets
-from service.web.dashboard.session import current
+from service.web.dashboard.session import csrf_token
 from service.web.schemas import format_time
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -77,7 +77,7 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
     base = {
         "scope": scope,
         "can_submit": scope is not None and scope.allows(Scope.SUBMIT),
-        "csrf": current(request).csrf,
+        "csrf": csrf_token(request),
         "auth_enabled": request.state.services.settings.auth_enabled,
     }
     return templates.TemplateResponse(request, name, base | context, status_code=status_code)

@@ -150,6 +150,12 @@ def current(request: Request) -> Session:
     return session
 
 
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, for a page's forms ("" on a request no session reached)."""
+    session = request.scope.get("state", {}).get(_STATE)
+    return session.csrf if isinstance(session, Session) else ""
+
+
 def replace_session(request: Request, session: Session) -> None:
     """Sign in or out: the response carries the new cookie."""
     request.scope["state"][_STATE] = replace(session, changed=True)
