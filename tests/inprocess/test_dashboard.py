@@ -204,10 +204,12 @@ def test_pages_send_security_headers(browser: TestClient) -> None:
 
 def test_static_files_are_served_with_cache_headers(browser: TestClient) -> None:
     page = browser.get("/ui/login").text
+    browser.cookies.clear()
     for url in re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', page):
         response = browser.get(url)
         assert response.status_code == 200, url
         assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert "set-cookie" not in response.headers
         again = browser.get(url, headers={"If-None-Match": response.headers["etag"]})
         assert again.status_code == 304
     unversioned = browser.get("/ui/static/app.js")

@@ -38,6 +38,7 @@ from service.web.access import grant, granted
 from service.web.auth import TokenStore
 
 PREFIX = "/ui"
+STATIC_PREFIX = f"{PREFIX}/static/"
 COOKIE = "jobrunner_session"
 SALT = "jobrunner.dashboard.session"
 _STATE = "dashboard_session"
@@ -209,6 +210,7 @@ class DashboardSessions:
         state[_STATE] = session
         state[_KEY] = cookies.key
         secure = scope.get("scheme") == "https"
+        static = scope["path"].startswith(STATIC_PREFIX)  # cacheable: no cookie on it
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -217,7 +219,7 @@ class DashboardSessions:
                     headers.setdefault(name, value)
                 headers.setdefault("cache-control", "no-store")
                 final: Session = state[_STATE]
-                if final.changed and not state.get(_BEARER):
+                if final.changed and not state.get(_BEARER) and not static:
                     headers.append("set-cookie", cookies.header(final, secure))
             await send(message)
 
