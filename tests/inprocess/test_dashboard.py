@@ -486,12 +486,28 @@ def test_a_read_session_sees_no_buttons_and_may_press_none(browser: TestClient) 
     assert browser.get("/ui/queues").status_code == 200
 
 
-def test_a_submit_session_may_cancel(browser: TestClient) -> None:
+def test_a_submit_session_may_cancel_but_not_delete(browser: TestClient) -> None:
     job_id = submit(browser, command="true", queue="nobody-serves-this")
     csrf = sign_in(browser, SUBMIT_TOKEN)
-    assert "/cancel" in browser.get(f"/ui/jobs/{job_id}").text
+    page = browser.get(f"/ui/jobs/{job_id}").text
+    assert "/cancel" in page and "/delete" not in page
+    refused = browser.post(f"/ui/jobs/{job_id}/delete", data={"csrf_token": csrf}, headers=HTML)
+    assert refused.status_code == 403 and "needs a token of scope admin" in refused.text
     browser.post(f"/ui/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert job(browser, job_id)["state"] == "cancelled"
+
+
+def test_an_admin_session_may_delete(browser: TestClient) -> None:
+    job_id = submit(browser, command="true", queue="nobody-serves-this")
+    csrf = sign_in(browser)
+    assert f'action="/ui/jobs/{job_id}/delete"' in browser.get(f"/ui/jobs/{job_id}").text
+    assert browser.post(f"/ui/jobs/{job_id}/delete", data={}).status_code == 403
+    assert job(browser, job_id)["state"] == "queued"
+    done = browser.post(
+        f"/ui/jobs/{job_id}/delete", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/ui/jobs"
+    assert browser.get(f"/jobs/{job_id}", headers=BEARER).status_code == 404
 
 
 def test_queues_and_workers_pages(browser: TestClient) -> None:

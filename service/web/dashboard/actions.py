@@ -1,4 +1,4 @@
-"""What the dashboard's buttons and forms do: cancel, retry, and submit a job (a blank form,
+"""What the dashboard's buttons and forms do: cancel, retry, delete, and submit a job (a blank form,
 or "run again": one filled in from a job). Each does what its API endpoint does, through the
 same code (service.web.routes: service.jobs for the state, the dispatcher for the wake-up and
 the cancel notice), then sends the browser to the job's page (303: reloading it does not
@@ -55,6 +55,12 @@ async def retry(request: Request) -> Response:
     job_id = _job_id(request)
     await run_in_threadpool(api._retry, request.state.services, job_id)
     return _to_job(job_id)
+
+
+async def delete(request: Request) -> Response:
+    csrf.check(request, await csrf.read_form(request))
+    await run_in_threadpool(api._delete, request.state.services, _job_id(request))
+    return RedirectResponse("/ui/jobs", status_code=303)
 
 
 # --- the submit form ----------------------------------------------------------------------

@@ -76,6 +76,7 @@ def actions(job: Job, scope: Scope | None) -> dict[str, bool]:
         "cancel": may and job.state not in FINAL,
         "retry": may and job.state in RETRYABLE,
         "run_again": may,
+        "delete": scope is not None and scope.allows(Scope.ADMIN),
     }
 
 

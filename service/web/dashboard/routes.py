@@ -16,7 +16,7 @@ async def home(request: Request) -> Response:
     return RedirectResponse(f"{PREFIX}/jobs", status_code=303)
 
 
-READ, SUBMIT = Scope.READ, Scope.SUBMIT
+READ, SUBMIT, ADMIN = Scope.READ, Scope.SUBMIT, Scope.ADMIN
 routes = [
     ScopedRoute(PREFIX, GET=(READ, home)),
     ScopedRoute(
@@ -29,6 +29,7 @@ routes = [
     ScopedRoute(f"{PREFIX}/jobs/{{job_id:int}}/output", GET=(READ, job_page.job_output)),
     ScopedRoute(f"{PREFIX}/jobs/{{job_id:int}}/cancel", POST=(SUBMIT, actions.cancel)),
     ScopedRoute(f"{PREFIX}/jobs/{{job_id:int}}/retry", POST=(SUBMIT, actions.retry)),
+    ScopedRoute(f"{PREFIX}/jobs/{{job_id:int}}/delete", POST=(ADMIN, actions.delete)),
     ScopedRoute(f"{PREFIX}/queues", GET=(READ, overview.queues_page)),
     ScopedRoute(f"{PREFIX}/workers", GET=(READ, overview.workers_page)),
     *(ScopedRoute(assets.PATH + name, GET=(PUBLIC, assets.serve)) for name in assets.ASSETS),
