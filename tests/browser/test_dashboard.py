@@ -52,6 +52,14 @@ def test_sign_in_find_a_job_follow_it_and_cancel_it(
     assert page.evaluate("document.body.dataset.sameDocument") == "yes"
     page.screenshot(path=str(screenshots / "job-page.png"))
 
+    page.click("nav >> text=Workers")  # the worker that runs it, and its queue
+    expect(page.locator("table.jobs")).to_contain_text(f"#{ticker}")
+    page.click("nav >> text=Queues")
+    expect(page.locator("tr", has_text="default")).to_contain_text("1")
+    page.click("a[href='/ui/jobs?queue=default&state=running']")
+    expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+    page.goto(f"/ui/jobs/{ticker}")
+
     page.click("button:has-text('Cancel')")  # confirms first
     assert dialogs == [f"Cancel job #{ticker}?"]
     page.wait_for_url(f"**/ui/jobs/{ticker}")

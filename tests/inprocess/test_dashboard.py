@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from actors.context import WorkerContext
 from actors.run_job import keep_queue
-from service import queries
+from service import jobs, queries, workers
 from service.config import Settings
 from service.queries import ListFilter
 from service.tokens import create_token, revoke_token
@@ -510,13 +510,21 @@ def test_an_admin_session_may_delete(browser: TestClient) -> None:
     assert browser.get(f"/jobs/{job_id}", headers=BEARER).status_code == 404
 
 
-def test_queues_and_workers_pages(browser: TestClient) -> None:
+def test_queues_and_workers_pages(browser: TestClient, engine: sa.Engine) -> None:
     sign_in(browser)
-    submit(browser, command="true", queue="reports")
+    assert "No worker is alive" in browser.get("/ui/workers").text
+    assert "No queue has jobs" in browser.get("/ui/queues").text
+    job_id = submit(browser, command="true", queue="reports")
     page = browser.get("/ui/queues").text
-    assert 'href="/ui/jobs?queue=reports"' in page
-    workers = browser.get("/ui/workers")
-    assert workers.status_code == 200 and "No worker is alive" in workers.text
+    row = re.search(r'href="/ui/jobs\?queue=reports">reports</a>(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = re.findall(r'<td class="num">(?:<a [^>]*>)?([^<]*)', row.group(1))
+    assert cells[:2] == ["1", "0"]  # waiting, running
+    workers.register(engine, workers.this_process("testhost:1", ["reports", "ci"]))
+    assert jobs.claim_next(engine, "reports", "testhost:1") is not None
+    listed = browser.get("/ui/workers").text
+    assert "<code>testhost:1</code>" in listed and "reports, ci" in listed
+    assert f'<a href="/ui/jobs/{job_id}">#{job_id}</a>' in listed  # what it runs
 
 
 # --- without authentication ----------------------------------------------------------------
