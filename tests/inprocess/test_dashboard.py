@@ -575,3 +575,30 @@ def test_a_search_reads_a_bounded_window_then_goes_on(
         assert last.jobs == [] and last.next_after is None
     sign_in(browser)
     assert "down to #" in browser.get("/ui/jobs?q=needle").text
+
+
+def test_the_list_never_reads_output(browser: TestClient, worker: WorkerContext) -> None:
+    sign_in(browser)
+    job_id = submit(browser, command="echo some output")
+    run_all(worker)
+    for url in ("/ui/jobs", "/ui/jobs?state=succeeded", "/ui/jobs?q=some", "/ui/jobs?rows=1"):
+        reads = [s for s in statements_of(browser, url) if "FROM jobs" in s]
+        assert reads, url
+        assert not [s for s in reads if re.search(r"\bjobs\.output\b(?!_)", s)], url
+    page = statements_of(browser, f"/ui/jobs/{job_id}")  # a job's page does read it
+    assert [s for s in page if re.search(r"\bjobs\.output\b(?!_)", s)]
+
+
+def statements_of(client: TestClient, url: str) -> list[str]:
+    """The SQL that answering GET `url` sent."""
+    found: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        found.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        assert client.get(url).status_code == 200, url
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    return found
