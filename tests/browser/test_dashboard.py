@@ -9,8 +9,8 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import sign_in
-from tests.support import Api
+from tests.browser.conftest import UI_DEADLINE_MS, sign_in
+from tests.support import Api, free_port, start_web
 
 TICKER = 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'
 
@@ -121,3 +121,36 @@ def test_the_pages_work_without_javascript(chromium: Browser, worked_api: Api) -
         expect(plain.locator("#state")).to_have_text("succeeded")
     finally:
         context.close()
+
+
+def test_the_output_resumes_after_the_web_restarts(
+    chromium: Browser, worked_api: Api, base_env: dict[str, str], log_dir: Path
+) -> None:
+    """A web process of its own, stopped while the page follows a job, then started again on
+    the same port: the page's stream reconnects (Last-Event-ID) and goes on without a line
+    lost or repeated, and the session cookie is still good (the key is the deployment's)."""
+    port = free_port()
+    web, url = start_web(base_env, log_dir, port)
+    context = chromium.new_context(base_url=url)
+    context.set_default_timeout(UI_DEADLINE_MS)
+    try:
+        page = context.new_page()
+        ticker = worked_api.submit(command=TICKER)["id"]
+        worked_api.wait(ticker, states=["running"])
+        sign_in(page, f"/ui/jobs/{ticker}")
+        page.evaluate("document.body.dataset.sameDocument = 'yes'")
+        output = page.locator("#output")
+        expect(output).to_contain_text("tick 3")
+        web.stop()
+        expect(page.locator("#follow-state")).to_have_text("reconnecting…")
+        seen = output.inner_text().count("tick")
+        web, _ = start_web(base_env, log_dir, port)
+        expect(page.locator("#follow-state")).to_have_text("following…")
+        expect(output).to_contain_text(f"tick {seen + 10}")
+        assert page.evaluate("document.body.dataset.sameDocument") == "yes"  # no reload
+        ticks = [int(line.split()[1]) for line in output.inner_text().splitlines() if line]
+        assert ticks == list(range(1, len(ticks) + 1))  # none lost, none twice
+    finally:
+        context.close()
+        worked_api.http.post(f"/jobs/{ticker}/cancel")
+        web.stop()
