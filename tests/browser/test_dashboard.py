@@ -16,16 +16,14 @@ TICKER = 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo "tick $i"; sleep 0.2; d
 
 
 def test_sign_in_find_a_job_follow_it_and_cancel_it(
-    page: Page, worked_api: Api, screenshots: Path
+    page: Page, worked: Api, screenshots: Path
 ) -> None:
     marker = uuid.uuid4().hex[:8]
-    worked_api.submit(command=f"echo built {marker}-report")
-    worked_api.submit(command="echo '<script>alert(1)</script>'", queue="alpha")
-    failed = worked_api.submit(
-        command="echo fetching; echo no route to host >&2; exit 3", queue="beta"
-    )
-    ticker = worked_api.submit(command=f"# {marker}-ticker\n{TICKER}")["id"]
-    worked_api.wait(ticker, states=["running"])
+    worked.submit(command=f"echo built {marker}-report")
+    worked.submit(command="echo '<script>alert(1)</script>'", queue="alpha")
+    failed = worked.submit(command="echo fetching; echo no route to host >&2; exit 3", queue="beta")
+    ticker = worked.submit(command=f"# {marker}-ticker\n{TICKER}")["id"]
+    worked.wait(ticker, states=["running"])
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
 
@@ -65,7 +63,7 @@ def test_sign_in_find_a_job_follow_it_and_cancel_it(
     page.wait_for_url(f"**/ui/jobs/{ticker}")
     expect(page.locator("#state")).to_have_text("cancelled")
     expect(page.locator(".banner")).to_contain_text("cancelled")
-    assert worked_api.job(ticker)["state"] == "cancelled"
+    assert worked.job(ticker)["state"] == "cancelled"
     expect(page.locator("button:has-text('Cancel')")).to_have_count(0)
     expect(page.locator("button:has-text('Retry')")).to_have_count(1)
 
@@ -75,7 +73,7 @@ def test_sign_in_find_a_job_follow_it_and_cancel_it(
     page.screenshot(path=str(screenshots / "failed-job.png"))
 
 
-def test_submit_a_job_through_the_form_and_see_it_succeed(page: Page, worked_api: Api) -> None:
+def test_submit_a_job_through_the_form_and_see_it_succeed(page: Page, worked: Api) -> None:
     sign_in(page, "/ui/jobs/new")
     page.fill("#command", 'echo submitted; sleep 0.5; echo "from the $WHERE"')
     page.fill("#queue", "alpha")
@@ -92,22 +90,22 @@ def test_submit_a_job_through_the_form_and_see_it_succeed(page: Page, worked_api
     job_id = int(page.url.rsplit("/", 1)[1])
     expect(page.locator("#state")).to_have_text("succeeded")  # live, then the final page
     expect(page.locator("#output")).to_have_text("submitted\nfrom the browser\n")
-    job = worked_api.job(job_id)
+    job = worked.job(job_id)
     assert (job["state"], job["queue"], job["priority"]) == ("succeeded", "alpha", 3)
 
 
-def test_the_jobs_list_refreshes_itself(page: Page, worked_api: Api) -> None:
+def test_the_jobs_list_refreshes_itself(page: Page, worked: Api) -> None:
     sign_in(page)
     expect(page.locator("table.jobs")).to_contain_text("No jobs")
     page.evaluate("document.body.dataset.sameDocument = 'yes'")
-    job_id = worked_api.submit(command="echo appearing")["id"]
+    job_id = worked.submit(command="echo appearing")["id"]
     expect(page.locator(f"a[href='/ui/jobs/{job_id}'] >> nth=0")).to_be_visible()
     expect(page.locator("table.jobs tbody tr").first).to_contain_text("succeeded")
     assert page.evaluate("document.body.dataset.sameDocument") == "yes"
 
 
-def test_the_pages_work_without_javascript(chromium: Browser, worked_api: Api) -> None:
-    context = chromium.new_context(base_url=worked_api.base_url, java_script_enabled=False)
+def test_the_pages_work_without_javascript(chromium: Browser, worked: Api) -> None:
+    context = chromium.new_context(base_url=worked.base_url, java_script_enabled=False)
     try:
         plain = context.new_page()
         sign_in(plain, "/ui/jobs/new")
@@ -115,7 +113,7 @@ def test_the_pages_work_without_javascript(chromium: Browser, worked_api: Api) -
         plain.click("button:has-text('Submit')")
         plain.wait_for_url("**/ui/jobs/*")
         job_id = int(plain.url.rsplit("/", 1)[1])
-        worked_api.wait(job_id)
+        worked.wait(job_id)
         plain.reload()
         expect(plain.locator("#output")).to_have_text("no script needed\n")
         expect(plain.locator("#state")).to_have_text("succeeded")
@@ -124,7 +122,7 @@ def test_the_pages_work_without_javascript(chromium: Browser, worked_api: Api) -
 
 
 def test_the_output_resumes_after_the_web_restarts(
-    chromium: Browser, worked_api: Api, base_env: dict[str, str], log_dir: Path
+    chromium: Browser, worked: Api, base_env: dict[str, str], log_dir: Path
 ) -> None:
     """A web process of its own, stopped while the page follows a job, then started again on
     the same port: the page's stream reconnects (Last-Event-ID) and goes on without a line
@@ -135,8 +133,8 @@ def test_the_output_resumes_after_the_web_restarts(
     context.set_default_timeout(UI_DEADLINE_MS)
     try:
         page = context.new_page()
-        ticker = worked_api.submit(command=TICKER)["id"]
-        worked_api.wait(ticker, states=["running"])
+        ticker = worked.submit(command=TICKER)["id"]
+        worked.wait(ticker, states=["running"])
         sign_in(page, f"/ui/jobs/{ticker}")
         page.evaluate("document.body.dataset.sameDocument = 'yes'")
         output = page.locator("#output")
@@ -152,5 +150,5 @@ def test_the_output_resumes_after_the_web_restarts(
         assert ticks == list(range(1, len(ticks) + 1))  # none lost, none twice
     finally:
         context.close()
-        worked_api.http.post(f"/jobs/{ticker}/cancel")
+        worked.http.post(f"/jobs/{ticker}/cancel")
         web.stop()
