@@ -212,6 +212,8 @@ def banner(settings: Settings, db: Path, url: str, token: str | None, token_file
         "For trying and development; production runs `jobrunner web` and `jobrunner worker` "
         "on MySQL and Redis.",
         "",
+        f"dashboard: {url}/ui"
+        + ("  (sign in with the API token below)" if settings.auth_enabled else ""),
     ]
     data = f"--data-urlencode 'job[command]={TRY_COMMAND}'"
     if token is not None:

@@ -205,6 +205,11 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
+    #: the key that signs the dashboard's session cookies; empty: the deployment's own, made
+    #: by the migrations (table web_secrets), so every web process agrees (never shown)
+    session_secret: str = field(default="", repr=False)
+    #: how long a dashboard sign-in lasts, in seconds
+    session_max_age: float = 12 * 3600.0
 
     #: completion callbacks (API.md section 8): a URL that gets the events of every job
     callback_url: str = ""
@@ -344,6 +349,8 @@ class Settings:
             callback_allow=_list(env, "JOBRUNNER_CALLBACK_ALLOW"),
             callback_timeout=_seconds(env, "JOBRUNNER_CALLBACK_TIMEOUT", 10.0, minimum=0.1),
             callback_concurrency=_int(env, "JOBRUNNER_CALLBACK_CONCURRENCY", 4, minimum=1),
+            session_secret=env.get("JOBRUNNER_SESSION_SECRET", "").strip(),
+            session_max_age=_seconds(env, "JOBRUNNER_SESSION_MAX_AGE", 12 * 3600.0, minimum=60),
         )
         _check_callbacks(settings)
         for entry in settings.api_tokens:

@@ -202,6 +202,15 @@ deployment = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
+# secrets every web process of a deployment shares (the dashboard's cookie key); migration 0008
+web_secrets = sa.Table(
+    "web_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
 
 def utcnow() -> dt.datetime:
     """The current time as the naive UTC datetime the database stores."""

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from service.db import callback_deliveries, callback_events, jobs
+from service.db import callback_deliveries, callback_events, jobs, web_secrets
 from service.states import FINAL, State
 
 
@@ -252,3 +252,79 @@ def outbox_stats(conn: Connection, now: dt.datetime) -> OutboxStats:
     ).one()
     age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
     return OutboxStats(int(count), age)
+
+
+# --- the dashboard (service/web/dashboard) ------------------------------------------------
+
+#: counts by state stop here: past it the dashboard shows "10000+" (no unbounded COUNT(*))
+COUNT_CAP = 10_000
+#: a search on the command reads the jobs of at most this many ids per page (no full scan)
+SEARCH_WINDOW = 50_000
+
+
+def capped_counts(conn: Connection, queue: str | None, cap: int = COUNT_CAP) -> dict[str, int]:
+    """How many jobs are in each state (of a queue), each count at most `cap` + 1: a bounded
+    read of ix_jobs_state_id (ix_jobs_queue_state_id) per state, in one statement, however
+    many jobs there are."""
+    counts = []
+    for state in State:
+        where = [jobs.c.state == state]
+        if queue is not None:
+            where.append(jobs.c.queue == queue)
+        bounded = sa.select(jobs.c.id).where(*where).limit(cap + 1).subquery()
+        counts.append(sa.select(sa.literal(state.value), sa.func.count()).select_from(bounded))
+    found = {state: count for state, count in conn.execute(sa.union_all(*counts)).all()}
+    return {state.value: found.get(state.value, 0) for state in State}
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    jobs: list[Job]
+    #: where the next page starts (an id, as `after`), None at the end
+    next_after: int | None
+    #: how far this page searched: the last id of its range (SEARCH_WINDOW ids at most)
+    searched_to: int | None
+
+
+def search_jobs(
+    conn: Connection, where: ListFilter, text: str, window: int = SEARCH_WINDOW
+) -> SearchPage:
+    """A page of jobs whose command contains `text` (no wildcards), in id order, among the
+    `window` ids after `where.after` (of its state and queue): one range of the primary key
+    (or of ix_jobs_state_id, ix_jobs_queue_id), never the whole table."""
+    lowest, highest = conn.execute(sa.select(sa.func.min(jobs.c.id), sa.func.max(jobs.c.id))).one()
+    if lowest is None:
+        return SearchPage([], None, None)
+    if where.descending:
+        top = highest if where.after is None else min(highest, where.after - 1)
+        bottom = top - window + 1
+        edge, more = bottom, bottom > lowest  # `after` of the next page: ids below it
+    else:
+        bottom = lowest if where.after is None else max(lowest, where.after + 1)
+        top = bottom + window - 1
+        edge, more = top, top < highest
+    conditions: list[sa.ColumnElement[bool]] = [jobs.c.id.between(bottom, top)]
+    if where.state is not None:
+        conditions.append(jobs.c.state == where.state)
+    if where.queue is not None:
+        conditions.append(jobs.c.queue == where.queue)
+    order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
+    rows = conn.execute(
+        _select()
+        .where(*conditions, jobs.c.command.contains(text, autoescape=True))
+        .order_by(order)
+        .limit(where.limit + 1)
+    ).all()
+    found = [Job(*row) for row in rows[: where.limit]]
+    if len(rows) > where.limit:
+        return SearchPage(found, found[-1].id, found[-1].id)
+    reached = max(bottom, lowest) if where.descending else min(top, highest)
+    return SearchPage(found, edge if more else None, reached)
+
+
+def web_secret(conn: Connection, name: str) -> str | None:
+    """A secret the web processes share (table web_secrets, made by the migrations)."""
+    value = conn.execute(
+        sa.select(web_secrets.c.value).where(web_secrets.c.name == name)
+    ).scalar_one_or_none()
+    return str(value) if value is not None else None

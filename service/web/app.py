@@ -31,6 +31,9 @@ from service.preflight import check_auth
 from service.queue_names import QueueNames
 from service.web.access import check_declared, public_paths
 from service.web.auth import BearerAuth, TokenStore
+from service.web.dashboard import PREFIX as DASHBOARD
+from service.web.dashboard import DashboardSessions, with_pages
+from service.web.dashboard import routes as dashboard_routes
 from service.web.follow import OutputHub
 from service.web.guard import ServedHosts, UnauthenticatedGuard
 from service.web.routes import Services, routes
@@ -189,22 +192,26 @@ def create_app(
                 shared.broker.close()
             engine.dispose()
 
-    check_declared(routes)  # every route says which token scope it needs
-    public = public_paths(routes)
+    served_routes = [*routes, *dashboard_routes]  # the API's, and the dashboard's pages
+    check_declared(served_routes)  # every route says which token scope it needs
+    public = public_paths(served_routes)
     middleware = [
         Middleware(RequestLog),
-        Middleware(BearerAuth, store_of=_token_store, public=public),
+        Middleware(BearerAuth, store_of=_token_store, public=public, signed_in=DASHBOARD),
+        Middleware(DashboardSessions, settings=settings),
     ]
     if not settings.auth_enabled:
         served = ServedHosts.of(settings.host, settings.allowed_hosts)
         middleware.append(Middleware(UnauthenticatedGuard, served=served, public=public))
     return Starlette(
-        routes=routes,
+        routes=served_routes,
         lifespan=lifespan,
         middleware=middleware,
-        exception_handlers={
-            JobRunnerError: _job_runner_error,
-            HTTPException: _http_error,
-            Exception: _server_error,
-        },
+        exception_handlers=with_pages(
+            {
+                JobRunnerError: _job_runner_error,
+                HTTPException: _http_error,
+                Exception: _server_error,
+            }
+        ),
     )

@@ -58,6 +58,12 @@ class TokenStore:
                 # keep the last known tokens: an outage must not lock everybody out
                 log.warning("could not read the API tokens; using the last ones read")
 
+    async def digests(self) -> dict[str, TokenScope]:
+        """The digests of every valid token, with their scopes (read again when stale)."""
+        if time.monotonic() - self.read_at >= TOKEN_REFRESH_S:
+            await self._refresh()
+        return self.known
+
     async def scope_of(self, token: str) -> TokenScope | None:
         """The scope of this token, None if it is not a valid one."""
         if time.monotonic() - self.read_at >= TOKEN_REFRESH_S:
@@ -80,17 +86,26 @@ def _bearer_token(headers: Headers) -> str | None:
 
 class BearerAuth:
     """Pure ASGI middleware: every path but `public` needs `Authorization: Bearer <token>`;
-    with no store (authentication off) every request is granted `admin`."""
+    with no store (authentication off) every request is granted `admin`. Under the prefix
+    `signed_in` (the dashboard's pages), a request without the header goes on ungranted: the
+    dashboard's session grants it its scope, or its pages send the browser to sign in."""
 
     def __init__(
         self,
         app: ASGIApp,
         store_of: Callable[[Scope], TokenStore | None],
         public: Collection[str],
+        signed_in: str | None = None,
     ) -> None:
         self.app = app
         self.store_of = store_of
         self.public = frozenset(public)
+        self.signed_in = signed_in
+
+    def _by_session(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        prefix = self.signed_in
+        return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public:
@@ -101,7 +116,11 @@ class BearerAuth:
             grant(scope, TokenScope.ADMIN)
             await self.app(scope, receive, send)
             return
-        token = _bearer_token(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        token = _bearer_token(headers)
+        if "authorization" not in headers and self._by_session(scope):
+            await self.app(scope, receive, send)
+            return
         if token is None:
             response = _unauthorized("missing bearer token: send Authorization: Bearer <token>")
         elif (token_scope := await store.scope_of(token)) is None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,12 @@ def test_pip_install_then_jobrunner_dev_in_an_empty_folder(
     assert (empty / "jobrunner-dev.sqlite3").exists()
     token = (empty / ".jobrunner" / "dev-token").read_text().strip()
     assert f"API token (also in {empty}/.jobrunner/dev-token): {token}" in proc.output()
+    assert f"dashboard: {url}/ui  (sign in with the API token below)" in proc.output()
+    with Api(url, token=None) as browser:  # the dashboard's templates and static files shipped
+        sign_in = browser.http.get("/ui/login")
+        assert sign_in.status_code == 200 and 'name="token"' in sign_in.text
+        script = re.search(r'src="(/ui/static/app\.js\?v=\w+)"', sign_in.text)
+        assert script and browser.http.get(script.group(1)).status_code == 200
     with Api(url, token=token) as api:
         response = api.http.post("/jobs", data={"job[command]": TRY_COMMAND})
         assert response.status_code == 201, response.text
