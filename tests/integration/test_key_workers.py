@@ -112,3 +112,40 @@ def test_a_queue_cap_holds_across_workers(
         starts[a] < ends[b] and starts[b] < ends[a] for a in free_ids for b in free_ids if a < b
     )
     assert overlapping  # the uncapped queue did run side by side
+
+
+def test_three_workers_racing_on_keys_never_exceed_a_limit(
+    api: Api, scratch: Path, base_env: dict[str, str], log_dir: Path, workers: list[Process]
+) -> None:
+    """Three worker roles (2 processes x 4 threads each) take a burst of jobs of two keys
+    (limits 1 and 2) and plain ones; bin/stamp.sh's lines, written by the commands themselves
+    while they run, are the ledger."""
+    for n in range(3):
+        workers.append(
+            start_worker(
+                base_env, log_dir, f"key-race-{n}", WORKER_QUEUES="keyrace", WORKER_PROCESSES="2"
+            )
+        )
+    limits = {"solo": 1, "pair": 2}
+    submitted: dict[int, str | None] = {}
+    for _ in range(12):
+        for key, limit in limits.items():
+            fields = {"concurrency_key": key, "concurrency_limit": limit}
+            job = api.submit(command="bin/stamp.sh 0.1", queue="keyrace", **fields)
+            submitted[job["id"]] = key
+        submitted[api.submit(command="bin/stamp.sh 0.1", queue="keyrace")["id"]] = None
+    for job_id in submitted:
+        assert api.wait(job_id, timeout=PROCESS_DEADLINE)["state"] == "succeeded"
+    events = []
+    for job_id, _, what, when in stamps(scratch):
+        if job_id in submitted:
+            events.append((when, 0 if what == "end" else 1, submitted[job_id]))
+    running: dict[str | None, int] = {}
+    most: dict[str | None, int] = {}
+    for _, start, key in sorted(events):  # on a tie, an end before a start
+        running[key] = running.get(key, 0) + (1 if start else -1)
+        most[key] = max(most.get(key, 0), running[key])
+    assert most["solo"] == 1 and most["pair"] <= 2, most
+    assert most[None] >= 2, most  # the plain jobs ran side by side meanwhile
+    lockers = {api.job(job_id)["locked_by"] for job_id in submitted}
+    assert len(lockers) >= 3, lockers  # the work was spread over several processes
