@@ -4,6 +4,7 @@ waits, takes no worker slot and holds up no other job; a worker killed mid-job, 
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from collections.abc import Iterator
@@ -149,3 +150,21 @@ def test_three_workers_racing_on_keys_never_exceed_a_limit(
     assert most[None] >= 2, most  # the plain jobs ran side by side meanwhile
     lockers = {api.job(job_id)["locked_by"] for job_id in submitted}
     assert len(lockers) >= 3, lockers  # the work was spread over several processes
+
+
+def test_the_end_of_a_keys_job_wakes_the_queue_of_its_next(
+    api: Api, base_env: dict[str, str], log_dir: Path, workers: list[Process]
+) -> None:
+    """A key spans queues: the next job of the key, in another queue, starts at once when the
+    slot frees (a wake-up of its queue), not when the sweeper finds it waiting."""
+    workers.append(start_worker(base_env, log_dir, "key-wake", WORKER_QUEUES="kwx,kwy"))
+    first = api.submit(command="sleep 1", queue="kwx", concurrency_key="kw")
+    api.wait(first["id"], {"running"})
+    second = api.submit(command="true", queue="kwy", concurrency_key="kw")
+    done = api.wait(second["id"], timeout=PROCESS_DEADLINE)
+    ended = api.job(first["id"])
+    assert done["state"] == "succeeded"
+    gap = dt.datetime.fromisoformat(done["started_at"]) - dt.datetime.fromisoformat(
+        ended["finished_at"]
+    )
+    assert dt.timedelta(0) <= gap < dt.timedelta(seconds=2), gap
