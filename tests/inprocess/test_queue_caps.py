@@ -1,5 +1,6 @@
 """JOBRUNNER_QUEUE_CONCURRENCY (API.md section 6): the setting, GET /queues, and the claim of a
-capped queue (SQLite; the race across processes is tests/integration/test_concurrency.py's)."""
+capped queue; and concurrency keys in the claim on SQLite (the races across processes are
+tests/integration/test_key_race.py's and test_key_workers.py's, on MariaDB)."""
 
 from __future__ import annotations
 
