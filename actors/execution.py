@@ -15,7 +15,8 @@ from actors import runner
 from actors.context import WorkerContext
 from actors.live import LivePublisher
 from actors.output import OutputTail
-from service import jobs
+from service import jobs, queries
+from service.db import transaction
 from service.errors import DatabaseUnavailable
 from service.jobs import ClaimedJob, KnownEnd, NextClaim, Outcome, OutputSnapshot
 from service.metrics import RECORDER
@@ -179,6 +180,21 @@ class Next:
     job: ClaimedJob | None = None
 
 
+def wake_key(ctx: WorkerContext, key: str | None, own_queue: str) -> None:
+    """An attempt of `key` has ended, and the next job of the key was released (service.jobs):
+    wake its queue, when it is another than this thread's own (which it claims from next)."""
+    if key is None:
+        return
+    try:
+        with transaction(ctx.engine) as conn:
+            queues = queries.ready_queues_of_key(conn, key)
+    except DatabaseUnavailable:
+        return  # the sweeper wakes queues whose jobs wait
+    for queue in queues:
+        if queue != own_queue:
+            ctx.dispatcher.wake(queue)
+
+
 def execute(ctx: WorkerContext, job: ClaimedJob, keep: KeepGoing | None = None) -> Next:
     """Run one attempt of a job this worker has claimed, and record how it ended; with `keep`,
     claim the next job of its queue in the same transaction as the record (see Next).
@@ -245,6 +261,7 @@ def _execute(
         if _record(ctx, job, "hand back", lambda: jobs.hand_back(ctx.engine, job)):
             live.end("queued")
             ctx.dispatcher.wake(job.queue)
+            wake_key(ctx, job.concurrency_key, job.queue)
         log.info("job handed back", **fields, state="queued", duration=duration)
         return Next()
     outcome = outcome_of(result, job)
@@ -271,6 +288,7 @@ def _execute(
 
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:
+        wake_key(ctx, job.concurrency_key, job.queue)
         # as _end_attempt stores it: a cancelled job's last error is `cancelled`
         error = "cancelled" if state == State.CANCELLED else outcome.error
         live.end(state, outcome.exit_code, error)

@@ -27,6 +27,7 @@ import time
 import structlog
 
 from actors.context import WorkerContext
+from actors.execution import wake_key
 from service import jobs, outbox, queries, schedules, workers
 from service.bus import BusUnavailable
 from service.db import transaction, utcnow
@@ -157,6 +158,8 @@ class Sweeper:
         # a waiting job now
         for queue in sorted({lost.queue for lost in attempts}):
             self.ctx.dispatcher.wake(queue)
+        for key in sorted({lost.concurrency_key for lost in attempts if lost.concurrency_key}):
+            wake_key(self.ctx, key, "")
         for lost in attempts:
             # a retrying one is queued by promote_due when its backoff is over
             known = lost.known

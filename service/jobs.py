@@ -1006,6 +1006,8 @@ class LostAttempt:
     state: State
     #: the attempt's end as its worker saw it (see `KnownEnd`); None: `worker lost`
     known: Outcome | None = None
+    #: its concurrency key, whose slot it freed
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1107,7 +1109,9 @@ def _end_lost(
         state = _end_lost_attempt(engine, row, fence, policy, known, retention, urls)
         if state is not None:
             outcome = known.outcome if known is not None else None
-            lost.append(LostAttempt(row.id, row.queue, row.locked_by, state, outcome))
+            lost.append(
+                LostAttempt(row.id, row.queue, row.locked_by, state, outcome, row.concurrency_key)
+            )
     return lost
 
 

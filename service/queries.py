@@ -328,3 +328,16 @@ def web_secret(conn: Connection, name: str) -> str | None:
         sa.select(web_secrets.c.value).where(web_secrets.c.name == name)
     ).scalar_one_or_none()
     return str(value) if value is not None else None
+
+
+def ready_queues_of_key(conn: Connection, key: str) -> list[str]:
+    """The queues with a job of this concurrency key that may be claimed (queued, not held):
+    after a slot of the key is freed, they are the ones to wake (ix_jobs_key)."""
+    return list(
+        conn.execute(
+            sa.select(jobs.c.queue)
+            .where(jobs.c.concurrency_key == key, jobs.c.state == State.QUEUED, jobs.c.held == 0)
+            .group_by(jobs.c.queue)
+            .order_by(jobs.c.queue)
+        ).scalars()
+    )

@@ -1,5 +1,6 @@
 """JOBRUNNER_QUEUE_CONCURRENCY (API.md section 6): the setting, GET /queues, and the claim of a
-capped queue (SQLite; the race across processes is tests/integration/test_concurrency.py's)."""
+capped queue; and concurrency keys in the claim on SQLite (the races across processes are
+tests/integration/test_key_race.py's and test_key_workers.py's, on MariaDB)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,25 @@ def test_a_capped_queue_starts_no_more_than_its_cap(
     assert jobs.claim_next(worker.engine, "c", "w", 2) is None
     assert jobs.hand_back(worker.engine, first)
     assert jobs.claim_next(worker.engine, "c", "w", 2) is not None
+
+
+def test_keys_on_sqlite(settings: Settings, worker: WorkerContext) -> None:
+    """The same claim on SQLite (`jobrunner dev`): a full key's jobs are held, the queue goes on,
+    and the end of the running one lets the next start."""
+
+    def create(**fields: object) -> int:
+        spec = parse_create({"command": "true", "queue": "k", **fields}, settings)
+        return jobs.create(worker.engine, spec)[0].id
+
+    first, second = create(concurrency_key="dev"), create(concurrency_key="dev")
+    plain = create(priority=9)
+    running = jobs.claim_next(worker.engine, "k", "w")
+    assert running is not None and running.id == first
+    other = jobs.claim_next(worker.engine, "k", "w")
+    assert other is not None and other.id == plain
+    assert jobs.claim_next(worker.engine, "k", "w") is None
+    ok = jobs.Outcome(succeeded=True, exit_code=0)
+    policy = settings.retry_policy
+    jobs.finish(worker.engine, running, ok, jobs.OutputSnapshot(b"", 0), policy)
+    following = jobs.claim_next(worker.engine, "k", "w")
+    assert following is not None and following.id == second

@@ -4,6 +4,7 @@ waits, takes no worker slot and holds up no other job; a worker killed mid-job, 
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from collections.abc import Iterator
@@ -112,3 +113,58 @@ def test_a_queue_cap_holds_across_workers(
         starts[a] < ends[b] and starts[b] < ends[a] for a in free_ids for b in free_ids if a < b
     )
     assert overlapping  # the uncapped queue did run side by side
+
+
+def test_three_workers_racing_on_keys_never_exceed_a_limit(
+    api: Api, scratch: Path, base_env: dict[str, str], log_dir: Path, workers: list[Process]
+) -> None:
+    """Three worker roles (2 processes x 4 threads each) take a burst of jobs of two keys
+    (limits 1 and 2) and plain ones; bin/stamp.sh's lines, written by the commands themselves
+    while they run, are the ledger."""
+    for n in range(3):
+        workers.append(
+            start_worker(
+                base_env, log_dir, f"key-race-{n}", WORKER_QUEUES="keyrace", WORKER_PROCESSES="2"
+            )
+        )
+    limits = {"solo": 1, "pair": 2}
+    submitted: dict[int, str | None] = {}
+    for _ in range(12):
+        for key, limit in limits.items():
+            fields = {"concurrency_key": key, "concurrency_limit": limit}
+            job = api.submit(command="bin/stamp.sh 0.1", queue="keyrace", **fields)
+            submitted[job["id"]] = key
+        submitted[api.submit(command="bin/stamp.sh 0.1", queue="keyrace")["id"]] = None
+    for job_id in submitted:
+        assert api.wait(job_id, timeout=PROCESS_DEADLINE)["state"] == "succeeded"
+    events = []
+    for job_id, _, what, when in stamps(scratch):
+        if job_id in submitted:
+            events.append((when, 0 if what == "end" else 1, submitted[job_id]))
+    running: dict[str | None, int] = {}
+    most: dict[str | None, int] = {}
+    for _, start, key in sorted(events):  # on a tie, an end before a start
+        running[key] = running.get(key, 0) + (1 if start else -1)
+        most[key] = max(most.get(key, 0), running[key])
+    assert most["solo"] == 1 and most["pair"] <= 2, most
+    assert most[None] >= 2, most  # the plain jobs ran side by side meanwhile
+    lockers = {api.job(job_id)["locked_by"] for job_id in submitted}
+    assert len(lockers) >= 3, lockers  # the work was spread over several processes
+
+
+def test_the_end_of_a_keys_job_wakes_the_queue_of_its_next(
+    api: Api, base_env: dict[str, str], log_dir: Path, workers: list[Process]
+) -> None:
+    """A key spans queues: the next job of the key, in another queue, starts at once when the
+    slot frees (a wake-up of its queue), not when the sweeper finds it waiting."""
+    workers.append(start_worker(base_env, log_dir, "key-wake", WORKER_QUEUES="kwx,kwy"))
+    first = api.submit(command="sleep 1", queue="kwx", concurrency_key="kw")
+    api.wait(first["id"], {"running"})
+    second = api.submit(command="true", queue="kwy", concurrency_key="kw")
+    done = api.wait(second["id"], timeout=PROCESS_DEADLINE)
+    ended = api.job(first["id"])
+    assert done["state"] == "succeeded"
+    gap = dt.datetime.fromisoformat(done["started_at"]) - dt.datetime.fromisoformat(
+        ended["finished_at"]
+    )
+    assert dt.timedelta(0) <= gap < dt.timedelta(seconds=2), gap
