@@ -61,6 +61,9 @@ class Receiver:
         self.fail_first: set[str] = set()
         #: paths that answer 200 after this many seconds
         self.slow: dict[str, float] = {}
+        #: requests being answered now, and the most there ever were at once
+        self.in_flight = 0
+        self.max_in_flight = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,8 +81,13 @@ class Receiver:
                 answer = receiver._answer(
                     self.path, Received(self.path, headers, body, verified, time.time())
                 )
+                with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
                 if answer.delay:
                     time.sleep(answer.delay)
+                with receiver.lock:
+                    receiver.in_flight -= 1
                 try:
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():

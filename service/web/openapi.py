@@ -114,6 +114,7 @@ def _input_schema(settings: Settings, *, edit: bool) -> dict[str, Any]:
     fields = _field_schemas(settings)
     if edit:
         del fields["env"]
+    if edit or not settings.callbacks_enabled:  # set once, on create; refused when off
         del fields["callback_url"]
     properties = {name: _nullable(schema) for name, schema in fields.items()}
     null = {"type": "null"}

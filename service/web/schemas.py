@@ -141,6 +141,11 @@ NUL_FREE = "^[^\\u0000]*$"
 NON_BLANK = "^[^\\u0000]*[^ \\t\\n\\r\\f\\v\\u0000][^\\u0000]*$"
 QUEUE_PATTERN = QUEUE_NAME_PATTERN.pattern
 ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+#: an http(s) URL with a host and no white space or control characters (the rest, such as the
+#: refused addresses, is service.destinations.check_url's, after validation)
+URL_PATTERN = (
+    "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000-\\u0020\\u007f/?#@]+([/?#][^\\u0000-\\u0020\\u007f]*)?$"
+)
 QUEUE_MESSAGE = (
     "must start with a letter or _, hold only letters, digits, _ and -, and be at most 64 "
     "characters"
@@ -241,7 +246,7 @@ def fields_model(limits: Limits) -> type[JobFieldsBase]:
     ]
     callback_url = Annotated[
         str,
-        StringConstraints(max_length=MAX_URL_LENGTH),
+        StringConstraints(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN),
         Field(
             description=(
                 "An http(s) URL that gets a signed POST when the job ends (API.md section 8)"
@@ -307,6 +312,7 @@ _FIELD_MESSAGES = {
     ("env", "too_long"): "has too many variables (at most {max_length})",
     ("queue", "string_pattern_mismatch"): QUEUE_MESSAGE,
     ("concurrency_key", "string_pattern_mismatch"): CONCURRENCY_KEY_MESSAGE,
+    ("callback_url", "string_pattern_mismatch"): "must be an http or https URL with a host",
 }
 
 

@@ -305,3 +305,25 @@ def test_jobrunner_dev_sends_callbacks_too(
             assert delivery["status_code"] == 200
     finally:
         proc.stop()
+
+
+def test_a_slow_receiver_delays_no_other(api: Api, receiver: Receiver) -> None:
+    """Deliveries are bounded per destination (JOBRUNNER_CALLBACK_CONCURRENCY, 4): a receiver
+    that answers slowly fills its own slots only, and another one's events go at once."""
+    slow = Receiver(SECRET)  # another port of 127.0.0.1: another destination
+    try:
+        slow.slow["/slow"] = TIMEOUT_S * 0.8
+        backlog = [
+            api.submit(command="true", queue=QUEUE, callback_url=slow.url("/slow"))
+            for _ in range(12)
+        ]
+        slow.wait_count("/slow", 4)
+        fast = submit(api, "/fast", receiver)
+        (got,) = receiver.wait_count("/fast", 1)
+        finished = parse(api.job(fast["id"])["finished_at"]).timestamp()
+        assert got.at - finished < 2.0  # not behind the slow receiver's queue (~2.4 s)
+        assert len(slow.got("/slow")) < len(backlog)  # which was still being worked through
+        slow.wait_count("/slow", len(backlog), timeout=30)
+        assert slow.max_in_flight == 4
+    finally:
+        slow.close()

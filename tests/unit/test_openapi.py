@@ -93,7 +93,9 @@ def test_an_operation_no_route_declares_is_an_error() -> None:
 
 
 def test_callbacks_are_in_the_document() -> None:
-    doc = document(Settings())
+    off = document(Settings())["components"]["schemas"]["JobInput"]["properties"]
+    assert "callback_url" not in off  # no secret to sign with: refused, so not offered
+    doc = document(Settings(callback_secrets=("whsec_MDEyMzQ1Njc4OWFiY2RlZg==",)))
     schemas = doc["components"]["schemas"]
     field = schemas["JobInput"]["properties"]["callback_url"]["anyOf"][0]
     assert field["format"] == "uri" and field["maxLength"] == 2048
