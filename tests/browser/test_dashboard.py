@@ -74,7 +74,9 @@ def test_sign_in_find_a_job_follow_it_and_cancel_it(
     page.screenshot(path=str(screenshots / "failed-job.png"))
 
 
-def test_submit_a_job_through_the_form_and_trigger_a_schedule(page: Page, worked: Api) -> None:
+def test_submit_a_job_through_the_form_and_trigger_a_schedule(
+    page: Page, worked: Api, screenshots: Path
+) -> None:
     sign_in(page, "/ui/jobs/new")
     page.fill("#command", 'echo submitted; sleep 0.5; echo "from the $WHERE"')
     page.fill("#queue", "alpha")
@@ -117,6 +119,7 @@ def test_submit_a_job_through_the_form_and_trigger_a_schedule(page: Page, worked
     rows = page.locator("#schedule-jobs tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("echo from the schedule")
+    page.screenshot(path=str(screenshots / "schedule-page.png"))
     triggered = worked.http.get(f"/jobs?schedule_id={schedule_id}").json()
     assert len(triggered) == 1
     rows.first.locator("a").first.click()
