@@ -262,15 +262,29 @@ COUNT_CAP = 10_000
 SEARCH_WINDOW = 50_000
 
 
-def capped_counts(conn: Connection, queue: str | None, cap: int = COUNT_CAP) -> dict[str, int]:
-    """How many jobs are in each state (of a queue), each count at most `cap` + 1: a bounded
-    read of ix_jobs_state_id (ix_jobs_queue_state_id) per state, in one statement, however
-    many jobs there are."""
+def _narrowed(where: ListFilter) -> list[sa.ColumnElement[bool]]:
+    """The conditions of a filter's queue, concurrency key and schedule (not its state)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.queue is not None:
+        conditions.append(jobs.c.queue == where.queue)
+    if where.concurrency_key is not None:
+        conditions.append(jobs.c.concurrency_key == where.concurrency_key)
+    if where.schedule_id is not None:
+        conditions.append(jobs.c.schedule_id == where.schedule_id)
+    return conditions
+
+
+def capped_counts(
+    conn: Connection, queue: str | None, cap: int = COUNT_CAP, *, within: ListFilter | None = None
+) -> dict[str, int]:
+    """How many jobs are in each state (of a queue; or of the queue, concurrency key and
+    schedule of `within`), each count at most `cap` + 1: a bounded read of ix_jobs_state_id
+    (ix_jobs_queue_state_id, ix_jobs_key, ix_jobs_schedule_id) per state, in one statement,
+    however many jobs there are."""
+    narrowed = _narrowed(within if within is not None else ListFilter(queue=queue))
     counts = []
     for state in State:
-        where = [jobs.c.state == state]
-        if queue is not None:
-            where.append(jobs.c.queue == queue)
+        where = [jobs.c.state == state, *narrowed]
         bounded = sa.select(jobs.c.id).where(*where).limit(cap + 1).subquery()
         counts.append(sa.select(sa.literal(state.value), sa.func.count()).select_from(bounded))
     found = {state: count for state, count in conn.execute(sa.union_all(*counts)).all()}
@@ -290,8 +304,9 @@ def search_jobs(
     conn: Connection, where: ListFilter, text: str, window: int = SEARCH_WINDOW
 ) -> SearchPage:
     """A page of jobs whose command contains `text` (no wildcards), in id order, among the
-    `window` ids after `where.after` (of its state and queue): one range of the primary key
-    (or of ix_jobs_state_id, ix_jobs_queue_id), never the whole table."""
+    `window` ids after `where.after` (of its state, queue, concurrency key and schedule): one
+    range of the primary key (or of ix_jobs_state_id, ix_jobs_queue_id), never the whole
+    table."""
     lowest, highest = conn.execute(sa.select(sa.func.min(jobs.c.id), sa.func.max(jobs.c.id))).one()
     if lowest is None:
         return SearchPage([], None, None)
@@ -306,8 +321,7 @@ def search_jobs(
     conditions: list[sa.ColumnElement[bool]] = [jobs.c.id.between(bottom, top)]
     if where.state is not None:
         conditions.append(jobs.c.state == where.state)
-    if where.queue is not None:
-        conditions.append(jobs.c.queue == where.queue)
+    conditions.extend(_narrowed(where))
     order = jobs.c.id.desc() if where.descending else jobs.c.id.asc()
     rows = conn.execute(
         _select()

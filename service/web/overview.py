@@ -21,14 +21,21 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _queues(request: Request) -> list[dict[str, Any]]:
-    services = _services(request)
+def queue_rows(services: Services) -> list[tuple[queries.QueueStats, int | None]]:
+    """Every queue that has non-final jobs or a cap, by name, with its cap (or None): what
+    GET /queues shows, and the dashboard's queues page."""
     with transaction(services.engine) as conn:
         stats = queries.queue_stats(conn, utcnow())
     caps = services.settings.queue_caps
     seen = {queue.name for queue in stats}
     idle = [queries.QueueStats(name, 0, 0, None) for name in caps if name not in seen]
-    stats = sorted([*stats, *idle], key=lambda queue: queue.name)
+    return [
+        (queue, caps.get(queue.name))
+        for queue in sorted([*stats, *idle], key=lambda queue: queue.name)
+    ]
+
+
+def _queues(request: Request) -> list[dict[str, Any]]:
     return [
         QueueResource(
             name=queue.name,
@@ -39,9 +46,9 @@ def _queues(request: Request) -> list[dict[str, Any]]:
                 if queue.oldest_waiting_seconds is not None
                 else None
             ),
-            concurrency=caps.get(queue.name),
+            concurrency=cap,
         ).model_dump()
-        for queue in stats
+        for queue, cap in queue_rows(_services(request))
     ]
 
 

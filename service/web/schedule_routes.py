@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -79,19 +79,20 @@ async def show_schedule(request: Request) -> Response:
     return JSONResponse(schedule_to_json(schedule))
 
 
+def _edit(services: Services, schedule_id: int, data: dict[str, Any]) -> schedules.Schedule:
+    """A PATCH of these fields (the dashboard's enable and disable buttons send one too)."""
+    current = _one(services, schedule_id)
+    changes, spec = parse_change(data, current, services.settings)
+    if spec is not None:
+        _admit(services, spec)
+    return schedules.update(services.engine, schedule_id, changes)
+
+
 async def edit_schedule(request: Request) -> Response:
     services = _services(request)
     schedule_id = _schedule_id(request)
     data = await read_json_object(request, services.settings, "schedule")
-
-    def change() -> schedules.Schedule:
-        current = _one(services, schedule_id)
-        changes, spec = parse_change(data, current, services.settings)
-        if spec is not None:
-            _admit(services, spec)
-        return schedules.update(services.engine, schedule_id, changes)
-
-    schedule = await run_in_threadpool(change)
+    schedule = await run_in_threadpool(_edit, services, schedule_id, data)
     return JSONResponse(schedule_to_json(schedule))
 
 

@@ -27,8 +27,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 UI_DEADLINE_MS = 20_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
+    """One browser for the tier, stopped as the tier ends: Playwright's sync API keeps an
+    event loop running in the main thread while it lives, which asyncio.run() of later tests
+    would refuse."""
     if not CHROMIUM.exists():
         raise AssertionError(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     with sync_playwright() as playwright:

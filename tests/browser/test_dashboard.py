@@ -1,6 +1,7 @@
 """The dashboard in a real browser: sign in, find a job, open it, watch a running job's output
-grow without a reload, cancel it, submit a job through the form and see it succeed; the jobs
-list refreshes itself. The screenshots of the README are taken here."""
+grow without a reload, cancel it, submit a job through the form and see it succeed, trigger a
+schedule and see its job appear; the jobs list refreshes itself. The screenshots of the README
+are taken here."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ def test_sign_in_find_a_job_follow_it_and_cancel_it(
     page.screenshot(path=str(screenshots / "failed-job.png"))
 
 
-def test_submit_a_job_through_the_form_and_see_it_succeed(page: Page, worked: Api) -> None:
+def test_submit_a_job_through_the_form_and_trigger_a_schedule(
+    page: Page, worked: Api, screenshots: Path
+) -> None:
     sign_in(page, "/ui/jobs/new")
     page.fill("#command", 'echo submitted; sleep 0.5; echo "from the $WHERE"')
     page.fill("#queue", "alpha")
@@ -92,6 +95,38 @@ def test_submit_a_job_through_the_form_and_see_it_succeed(page: Page, worked: Ap
     expect(page.locator("#output")).to_have_text("submitted\nfrom the browser\n")
     job = worked.job(job_id)
     assert (job["state"], job["queue"], job["priority"]) == ("succeeded", "alpha", 3)
+
+    # a schedule: open its page from the navigation, trigger it, and see its job appear and run
+    made = worked.http.post(
+        "/schedules",
+        json={
+            "name": "hourly <b>report</b>",
+            "every": 3600,
+            "job": {"command": "echo from the schedule", "queue": "alpha"},
+        },
+    )
+    assert made.status_code == 201, made.text
+    schedule_id = made.json()["id"]
+    page.click("nav >> text=Schedules")
+    page.wait_for_url("**/ui/schedules")
+    expect(page.locator("table.schedules")).to_contain_text("hourly <b>report</b>")  # as text
+    expect(page.locator("table.schedules")).to_contain_text("never")
+    page.click("text=hourly <b>report</b>")
+    page.wait_for_url(f"**/ui/schedules/{schedule_id}")
+    expect(page.locator("#schedule-jobs")).to_contain_text("No jobs yet")
+    page.click("button:has-text('Trigger now')")
+    page.wait_for_url(f"**/ui/schedules/{schedule_id}")
+    rows = page.locator("#schedule-jobs tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("echo from the schedule")
+    page.screenshot(path=str(screenshots / "schedule-page.png"))
+    triggered = worked.http.get(f"/jobs?schedule_id={schedule_id}").json()
+    assert len(triggered) == 1
+    rows.first.locator("a").first.click()
+    page.wait_for_url(f"**/ui/jobs/{triggered[0]['id']}")
+    expect(page.locator("#state")).to_have_text("succeeded")
+    expect(page.locator("#output")).to_have_text("from the schedule\n")
+    expect(page.locator(f"a[href='/ui/schedules/{schedule_id}']")).to_be_visible()
 
 
 def test_the_jobs_list_refreshes_itself(page: Page, worked: Api) -> None:

@@ -4,6 +4,7 @@ escapes, the session cookie, CSRF refusals, and scope refusals. The client here 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from actors.context import WorkerContext
 from actors.run_job import keep_queue
 from service import jobs, queries, workers
 from service.config import Settings
+from service.db import callback_deliveries, utcnow
 from service.queries import ListFilter
 from service.tokens import create_token, revoke_token
 from service.web.app import create_app
@@ -90,7 +92,8 @@ def run_all(worker: WorkerContext, queue: str = "default") -> None:
 
 
 def test_a_page_sends_a_browser_without_a_session_to_sign_in(browser: TestClient) -> None:
-    for path in ("/ui", "/ui/jobs?state=failed", "/ui/queues", "/ui/workers", "/ui/jobs/1"):
+    paths = ("/ui", "/ui/jobs?state=failed", "/ui/queues", "/ui/workers", "/ui/jobs/1")
+    for path in (*paths, "/ui/schedules", "/ui/schedules/1"):
         response = browser.get(path, headers=HTML, follow_redirects=False)
         assert response.status_code == 303, path
         assert response.headers["location"].startswith("/ui/login?next=/ui"), path
@@ -189,7 +192,8 @@ def test_a_revoked_token_ends_its_sessions(
 def test_pages_send_security_headers(browser: TestClient) -> None:
     sign_in(browser)
     job_id = submit(browser, command="true")
-    for path in ("/ui/login", "/ui/jobs", f"/ui/jobs/{job_id}", "/ui/jobs/new", "/ui/queues"):
+    pages = ("/ui/login", "/ui/jobs", f"/ui/jobs/{job_id}", "/ui/jobs/new", "/ui/queues")
+    for path in (*pages, "/ui/schedules"):
         response = browser.get(path)
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
@@ -602,3 +606,216 @@ def statements_of(client: TestClient, url: str) -> list[str]:
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
     return found
+
+
+# --- schedules, concurrency, callbacks -----------------------------------------------------
+
+
+def new_schedule(client: TestClient, **fields: Any) -> dict[str, Any]:
+    body = {"name": "nightly", "job": {"command": "true", "queue": "sched"}} | fields
+    if "cron" not in body:
+        body.setdefault("every", 3600)
+    response = client.post("/schedules", json=body, headers=BEARER)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def schedule_of(client: TestClient, schedule_id: int) -> dict[str, Any]:
+    response = client.get(f"/schedules/{schedule_id}", headers=BEARER)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_the_schedules_pages(browser: TestClient) -> None:
+    sign_in(browser)
+    assert "No schedules" in browser.get("/ui/schedules").text
+    hourly = new_schedule(browser, name=XSS, job={"command": f"echo '{XSS}'", "queue": "sched"})
+    cron = new_schedule(browser, name="reports", cron="15 3 * * 1", timezone="Europe/Berlin")
+    listed = browser.get("/ui/schedules")
+    assert listed.status_code == 200 and XSS not in listed.text
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f'<a href="/ui/schedules/{hourly["id"]}">{escaped}</a>' in listed.text
+    assert "<code>15 3 * * 1</code>" in listed.text and "Europe/Berlin" in listed.text
+    assert "every 3600s" in listed.text and "never" in listed.text
+    assert '<a href="/ui/schedules">Schedules</a>' in listed.text  # in the navigation
+    triggered = browser.post(f"/schedules/{cron['id']}/trigger", headers=BEARER).json()
+    listed = browser.get("/ui/schedules").text
+    assert f'<a href="/ui/jobs/{triggered["id"]}">#{triggered["id"]}</a>' in listed  # last run
+    page = browser.get(f"/ui/schedules/{cron['id']}")
+    assert page.status_code == 200
+    assert f'<a href="/ui/jobs/{triggered["id"]}">#{triggered["id"]}</a>' in page.text
+    assert f'href="/ui/jobs?schedule_id={cron["id"]}"' in page.text
+    for action in ("trigger", "disable"):  # an admin session's buttons
+        assert f'action="/ui/schedules/{cron["id"]}/{action}"' in page.text
+    assert "/enable" not in page.text
+    other = browser.get(f"/ui/schedules/{hourly['id']}")
+    assert other.status_code == 200 and XSS not in other.text and escaped in other.text
+    assert browser.get("/ui/schedules/999999", headers=HTML).status_code == 404
+    # a job it made links back to it
+    job_page = browser.get(f"/ui/jobs/{triggered['id']}").text
+    assert f'<a href="/ui/schedules/{cron["id"]}">schedule {cron["id"]}</a>' in job_page
+
+
+def test_the_schedule_buttons_need_the_csrf_token(browser: TestClient) -> None:
+    csrf = sign_in(browser)
+    schedule = new_schedule(browser)
+    path = f"/ui/schedules/{schedule['id']}"
+    for action in ("disable", "enable", "trigger"):
+        for data in ({}, {"csrf_token": "forged"}):
+            refused = browser.post(f"{path}/{action}", data=data, headers=HTML)
+            assert refused.status_code == 403 and "reload the page" in refused.text, action
+        cross_site = browser.post(
+            f"{path}/{action}", data={"csrf_token": csrf}, headers={"Origin": "http://evil.example"}
+        )
+        assert cross_site.status_code == 403, action
+    assert schedule_of(browser, schedule["id"])["enabled"] is True
+    assert browser.get(f"/jobs?schedule_id={schedule['id']}", headers=BEARER).json() == []
+
+    done = browser.post(f"{path}/disable", data={"csrf_token": csrf}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == path
+    shown = schedule_of(browser, schedule["id"])
+    assert shown["enabled"] is False and shown["next_run_at"] is None
+    page = browser.get(path).text
+    assert f'action="{path}/enable"' in page and f'action="{path}/disable"' not in page
+    browser.post(f"{path}/enable", data={"csrf_token": csrf})
+    assert schedule_of(browser, schedule["id"])["next_run_at"] is not None
+
+    fired = browser.post(f"{path}/trigger", data={"csrf_token": csrf}, follow_redirects=False)
+    assert fired.status_code == 303 and fired.headers["location"] == path
+    made = browser.get(f"/jobs?schedule_id={schedule['id']}", headers=BEARER).json()
+    assert [job["schedule_id"] for job in made] == [schedule["id"]]
+    assert f'<a href="/ui/jobs/{made[0]["id"]}">#{made[0]["id"]}</a>' in browser.get(path).text
+
+
+@pytest.mark.parametrize("token", [READ_TOKEN, SUBMIT_TOKEN])
+def test_only_an_admin_session_may_change_a_schedule(browser: TestClient, token: str) -> None:
+    schedule = new_schedule(browser)
+    csrf = sign_in(browser, token)
+    path = f"/ui/schedules/{schedule['id']}"
+    page = browser.get(path)
+    assert page.status_code == 200 and "nightly" in page.text  # it may read it
+    assert (
+        "/trigger" not in page.text
+        and "/disable" not in page.text
+        and "<button" not in (page.text.split("<main>", 1)[1])
+    )
+    assert browser.get("/ui/schedules").status_code == 200
+    for action in ("disable", "enable", "trigger"):
+        refused = browser.post(f"{path}/{action}", data={"csrf_token": csrf}, headers=HTML)
+        assert refused.status_code == 403, action
+        assert "needs a token of scope admin" in refused.text
+    assert schedule_of(browser, schedule["id"])["enabled"] is True
+    assert browser.get(f"/jobs?schedule_id={schedule['id']}", headers=BEARER).json() == []
+
+
+def test_the_list_filters_by_schedule_and_concurrency_key(
+    browser: TestClient, worker: WorkerContext
+) -> None:
+    sign_in(browser)
+    schedule = new_schedule(browser)
+    made = browser.post(f"/schedules/{schedule['id']}/trigger", headers=BEARER).json()["id"]
+    keyed = [submit(browser, command="true", concurrency_key="deploy-web") for _ in range(2)]
+    plain = submit(browser, command="true")
+
+    def shown_on(url: str) -> list[int]:
+        text = browser.get(url).text
+        return [int(n) for n in re.findall(r'<td><a href="/ui/jobs/(\d+)">', text)]
+
+    assert shown_on("/ui/jobs") == [plain, *reversed(keyed), made]
+    assert shown_on(f"/ui/jobs?schedule_id={schedule['id']}") == [made]
+    assert shown_on("/ui/jobs?concurrency_key=deploy-web") == list(reversed(keyed))
+    assert shown_on("/ui/jobs?concurrency_key=deploy-web&q=tru") == list(reversed(keyed))
+    assert shown_on(f"/ui/jobs?schedule_id={schedule['id']}&q=true") == [made]
+    page = browser.get("/ui/jobs?concurrency_key=deploy-web").text
+    counts = dict(re.findall(r'class="state-(\w+)[^"]*">\w+ <b>(\d+)</b>', page))
+    assert counts["queued"] == "2"  # the counts are the view's
+    assert 'name="concurrency_key" value="deploy-web"' in page
+    links = re.findall(r'href="(/ui/jobs\?[^"]+)"', page)
+    assert links and all("concurrency_key=deploy-web" in link for link in links[1:])  # kept
+    bad = browser.get("/ui/jobs?schedule_id=x&concurrency_key=a%20b")
+    assert bad.status_code == 200 and "Ignored: schedule_id" in bad.text
+    assert "not a valid concurrency key" in bad.text
+    job_page = browser.get(f"/ui/jobs/{keyed[0]}").text
+    assert '<a href="/ui/jobs?concurrency_key=deploy-web">deploy-web</a>' in job_page
+    assert re.search(r"<th>concurrency_limit</th><td>\s*1\s*</td>", job_page)
+
+
+@pytest.fixture
+def capped(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, queue_concurrency=(("reports", 2), ("idle", 3)))
+
+
+def test_the_queues_page_shows_caps_and_keys_in_use(
+    capped: Settings, worker: WorkerContext, engine: sa.Engine
+) -> None:
+    with TestClient(create_app(capped, dispatcher=worker.dispatcher)) as browser:
+        sign_in(browser)
+        submit(browser, command="true", queue="reports", concurrency_key="nightly-report")
+        submit(browser, command="true", queue="reports")
+        submit(browser, command="true", queue="other")
+        assert jobs.claim_next(engine, "reports", "testhost:1") is not None
+        page = browser.get("/ui/queues").text
+
+        def concurrency_of(queue: str) -> str:
+            row = re.search(rf'href="/ui/jobs\?queue={queue}">{queue}</a>(.*?)</tr>', page, re.S)
+            assert row, page
+            cell = re.search(r'<td class="num concurrency">(.*?)</td>', row.group(1), re.S)
+            assert cell, row.group(1)
+            return re.sub(r"<[^>]+>", "", cell.group(1))
+
+        assert concurrency_of("reports") == "1 / 2"
+        assert concurrency_of("idle") == "0 / 3"  # a cap with no jobs is still shown
+        assert concurrency_of("other") == "—"
+        assert '<a href="/ui/jobs?concurrency_key=nightly-report">nightly-report</a>' in page
+
+
+@pytest.fixture
+def hooked(settings: Settings, worker: WorkerContext) -> Iterator[TestClient]:
+    """Callbacks on (a secret to sign with), to hooks.example."""
+    secret = "whsec_" + base64.b64encode(b"dashboard-test-secret-0123456789").decode()
+    on = dataclasses.replace(
+        settings, callback_secrets=(secret,), callback_allow=("hooks.example",)
+    )
+    with TestClient(create_app(on, dispatcher=worker.dispatcher)) as client:
+        yield client
+
+
+def test_a_jobs_page_shows_its_callback_and_deliveries(
+    hooked: TestClient, engine: sa.Engine
+) -> None:
+    browser = hooked
+    sign_in(browser)
+    job_id = submit(browser, command="true", callback_url="https://hooks.example/done")
+    page = browser.get(f"/ui/jobs/{job_id}").text
+    assert "<code>https://hooks.example/done</code>" in page and "Callback deliveries" not in page
+    with engine.begin() as conn:
+        conn.execute(
+            callback_deliveries.insert(),
+            [
+                {
+                    "event_id": "msg_1",
+                    "job_id": job_id,
+                    "url": f"https://hooks.example/{XSS}",
+                    "attempt": 1,
+                    "at": utcnow(),
+                    "status_code": 503,
+                    "error": None,
+                    "next_attempt_at": utcnow(),
+                },
+                {
+                    "event_id": "msg_1",
+                    "job_id": job_id,
+                    "url": "https://hooks.example/done",
+                    "attempt": 2,
+                    "at": utcnow(),
+                    "status_code": None,
+                    "error": "connection refused",
+                    "next_attempt_at": None,
+                },
+            ],
+        )
+    page = browser.get(f"/ui/jobs/{job_id}").text
+    assert "Callback deliveries" in page and XSS not in page
+    assert "HTTP 503" in page and "connection refused" in page
+    assert page.index("HTTP 503") < page.index("connection refused")  # oldest first
+    assert len(browser.get(f"/jobs/{job_id}/deliveries", headers=BEARER).json()) == 2

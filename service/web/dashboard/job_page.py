@@ -25,18 +25,21 @@ from service.web.dashboard.render import between, duration, page
 
 #: the end of the output shown on the page; the download has all that is kept
 TAIL_BYTES = 64 * 1024
-#: the fields shown apart (at the top, or as the output pane)
-HIDDEN_FIELDS = ("output_offset", "output_bytes")
+#: the fields shown apart (at the top, or as the output pane), or not at all (`held`: the API
+#: does not show it either)
+HIDDEN_FIELDS = ("output_offset", "output_bytes", "held")
 RETRYABLE = frozenset({State.FAILED, State.CANCELLED})
 
 
-def _load(engine: Engine, job_id: int) -> tuple[Job, StoredOutput]:
+def _load(engine: Engine, job_id: int) -> tuple[Job, StoredOutput, list[queries.Delivery]]:
+    """The job, its output, and its callback deliveries (what GET /jobs/{id}/deliveries reads)."""
     with transaction(engine) as conn:
         job = queries.get(conn, job_id)
         stored = queries.output(conn, job_id)
+        deliveries = queries.deliveries(conn, job_id) if job is not None else []
     if job is None or stored is None:
         raise NotFound(f"no job {job_id}")
-    return job, stored
+    return job, stored, deliveries
 
 
 def _tail(stored: StoredOutput) -> tuple[str, int, bool]:
@@ -84,7 +87,7 @@ async def job_page(request: Request) -> Response:
     job_id = int(request.path_params["job_id"])
     if job_id > api.MAX_ID:
         raise NotFound(f"no job {job_id}")
-    job, stored = await run_in_threadpool(_load, request.state.services.engine, job_id)
+    job, stored, deliveries = await run_in_threadpool(_load, request.state.services.engine, job_id)
     text, start, earlier = _tail(stored)
     fields = [
         (f.name, getattr(job, f.name))
@@ -104,6 +107,7 @@ async def job_page(request: Request) -> Response:
         final=job.state in FINAL,
         timing=timing(job),
         actions=actions(job, granted(request.scope)),
+        deliveries=deliveries,
     )
 
 

@@ -1,5 +1,6 @@
-"""The jobs list (`/ui/jobs`): newest first, the filters of `GET /jobs` and a search on the
-command, all in the URL; counts by state; pages by id (`after`). It never loads output, and
+"""The jobs list (`/ui/jobs`): newest first, the filters of `GET /jobs` (state, queue,
+concurrency_key, schedule_id) and a search on the command, all in the URL; counts by state
+(of the view's queue, key and schedule); pages by id (`after`). It never loads output, and
 stays fast at any size: one indexed page, counts capped at queries.COUNT_CAP, and a search
 that reads at most queries.SEARCH_WINDOW jobs per page.
 
@@ -30,7 +31,7 @@ MAX_PAGE_SIZE = 500
 MAX_ID = 2**63 - 1
 MAX_SEARCH = 200
 #: the query parameters that make a view (kept in every link of the page)
-VIEW_PARAMS = ("state", "queue", "q", "order", "limit")
+VIEW_PARAMS = ("state", "queue", "concurrency_key", "schedule_id", "q", "order", "limit")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class View:
 
     state: str | None = None
     queue: str | None = None
+    concurrency_key: str | None = None
+    schedule_id: int | None = None
     q: str | None = None
     order: str = "desc"
     limit: int = PAGE_SIZE
@@ -59,6 +62,15 @@ class View:
             view.problems.append("that is not a valid queue name")
             queue = None
         view.queue = queue
+        key = params.get("concurrency_key") or None
+        if key is not None and not QUEUE_NAME_PATTERN.fullmatch(key):  # as GET /jobs checks it
+            view.problems.append("that is not a valid concurrency key")
+            key = None
+        view.concurrency_key = key
+        raw_schedule = params.get("schedule_id") or None
+        view.schedule_id = _number(raw_schedule, 1, MAX_ID)
+        if raw_schedule is not None and view.schedule_id is None:
+            view.problems.append("schedule_id must be an integer from 1")
         q = (params.get("q") or "").strip()
         view.q = q[:MAX_SEARCH] or None
         view.order = "asc" if params.get("order") == "asc" else "desc"
@@ -71,6 +83,8 @@ class View:
         return ListFilter(
             state=self.state,
             queue=self.queue,
+            concurrency_key=self.concurrency_key,
+            schedule_id=self.schedule_id,
             after=self.after,
             limit=self.limit,
             descending=self.order == "desc",
@@ -108,7 +122,7 @@ def listing(engine: Engine, view: View) -> Listing:
             found = queries.search_jobs(conn, view.filter, view.q)
             return Listing(found.jobs, found.next_after, None, found.searched_to)
         page_jobs, more = queries.list_jobs(conn, view.filter)
-        counts = queries.capped_counts(conn, view.queue)
+        counts = queries.capped_counts(conn, view.queue, within=view.filter)
     next_after = page_jobs[-1].id if more and page_jobs else None
     return Listing(page_jobs, next_after, counts, None)
 

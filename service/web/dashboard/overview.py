@@ -1,5 +1,6 @@
 """The queues and workers pages: what GET /queues and GET /workers answer (API.md section 11),
-read the same way (service.queries, service.workers)."""
+read the same way (service.web.overview.queue_rows, service.workers), and the concurrency keys
+in use now (API.md section 6: service.concurrency, as the metrics read them)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import queries, workers
-from service.db import transaction, utcnow
+from service import concurrency, workers
+from service.db import transaction
+from service.web import overview as api_overview
 from service.web.dashboard.render import page
 
 
-def _queues(request: Request) -> list[queries.QueueStats]:
+def _keys(request: Request) -> dict[str, int]:
     with transaction(request.state.services.engine) as conn:
-        return queries.queue_stats(conn, utcnow())
+        return concurrency.in_use(conn)
 
 
 async def queues_page(request: Request) -> Response:
-    return page(request, "queues.html", queues=await run_in_threadpool(_queues, request))
+    services = request.state.services
+    rows = await run_in_threadpool(api_overview.queue_rows, services)
+    keys = await run_in_threadpool(_keys, request)
+    return page(request, "queues.html", queues=rows, keys=sorted(keys.items()))
 
 
 def _workers(request: Request) -> list[workers.WorkerInfo]:

@@ -8,7 +8,15 @@ from starlette.responses import RedirectResponse, Response
 
 from service.scopes import Scope
 from service.web.access import PUBLIC, ScopedRoute
-from service.web.dashboard import account, actions, assets, job_page, jobs_list, overview
+from service.web.dashboard import (
+    account,
+    actions,
+    assets,
+    job_page,
+    jobs_list,
+    overview,
+    schedule_pages,
+)
 from service.web.dashboard.session import PREFIX
 
 
@@ -32,5 +40,18 @@ routes = [
     ScopedRoute(f"{PREFIX}/jobs/{{job_id:int}}/delete", POST=(ADMIN, actions.delete)),
     ScopedRoute(f"{PREFIX}/queues", GET=(READ, overview.queues_page)),
     ScopedRoute(f"{PREFIX}/workers", GET=(READ, overview.workers_page)),
+    ScopedRoute(f"{PREFIX}/schedules", GET=(READ, schedule_pages.schedules_page)),
+    ScopedRoute(
+        f"{PREFIX}/schedules/{{schedule_id:int}}", GET=(READ, schedule_pages.schedule_page)
+    ),
+    ScopedRoute(
+        f"{PREFIX}/schedules/{{schedule_id:int}}/enable", POST=(ADMIN, schedule_pages.enable)
+    ),
+    ScopedRoute(
+        f"{PREFIX}/schedules/{{schedule_id:int}}/disable", POST=(ADMIN, schedule_pages.disable)
+    ),
+    ScopedRoute(
+        f"{PREFIX}/schedules/{{schedule_id:int}}/trigger", POST=(ADMIN, schedule_pages.trigger)
+    ),
     *(ScopedRoute(assets.PATH + name, GET=(PUBLIC, assets.serve)) for name in assets.ASSETS),
 ]
