@@ -37,6 +37,7 @@ from service.web.dashboard import routes as dashboard_routes
 from service.web.follow import OutputHub
 from service.web.guard import ServedHosts, UnauthenticatedGuard
 from service.web.routes import Services, routes
+from service.web.server import ANSWERED_BY_SERVER
 from service.web.submit import Submitter
 from service.workers import NamedQueues
 
@@ -90,12 +91,13 @@ class RequestLog:
             await self.app(scope, receive, send_and_record)
         finally:
             duration = time.perf_counter() - started
+            state = scope.get("state") or {}
+            status = state.get(ANSWERED_BY_SERVER, status)  # a 408 of service.web.server
             route = getattr(scope.get("route"), "path", "other")
             RECORDER.count("jobrunner_http_requests", route, scope["method"], str(status))
             RECORDER.observe(
                 "jobrunner_http_request_duration_seconds", duration, route, scope["method"]
             )
-            state = scope.get("state") or {}
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope["path"],

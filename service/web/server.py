@@ -56,6 +56,10 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: the key of a request's scope state that holds the status the server itself answered with
+ANSWERED_BY_SERVER = "answered_by_server"
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with deadlines for a request's headers and body."""
 
@@ -111,6 +115,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 timeout,
             )
             self.transport.write(REQUEST_TIMEOUT % (len(body), body))
+            if waiting_for == "body" and self.cycle is not None:
+                # the app, still reading, sees a disconnect and answers a 400 nobody gets:
+                # the request log and metrics must say what the client got
+                self.cycle.scope.setdefault("state", {})[ANSWERED_BY_SERVER] = 408
         self.transport.close()
 
     def _may_answer(self, waiting_for: str) -> bool:

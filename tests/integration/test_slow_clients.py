@@ -4,6 +4,7 @@ that stays idle after a request; and they do not keep anyone else waiting."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ KEEPALIVE_TIMEOUT = 1
 SLACK = 2.0
 #: the attacker's pace: one byte this often, much faster than any timeout
 DRIP_S = 0.1
+DURATION = re.compile(r"duration_ms=([0-9.]+)")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,22 @@ def test_a_body_that_never_ends_is_cut_off(guarded_web: tuple[Process, str]) -> 
     assert after <= BODY_TIMEOUT + SLACK
     assert attacker.answer.startswith(b"HTTP/1.1 408")
     assert b"body" in attacker.answer
+    # the request log says what the client got, not the 400 the app answered to the cut-off
+    web = guarded_web[0]
+
+    def cut_off_posts() -> list[str]:
+        """The log lines of POSTs that lasted a body timeout: the ones cut off."""
+        return [
+            line
+            for line in web.output().splitlines()
+            if (found := DURATION.search(line))
+            and "event=request" in line
+            and "method=POST" in line
+            and float(found[1]) >= BODY_TIMEOUT * 1000
+        ]
+
+    wait_for(cut_off_posts, timeout=10, what="the cut-off request's log line")
+    assert all("status=408" in line for line in cut_off_posts()), cut_off_posts()
 
 
 def test_a_body_after_an_early_answer_does_not_keep_the_connection(
