@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,6 +74,36 @@ def test_workers_killed_with_sigkill_mid_job(stack: Stack) -> None:
     assert ledger.retried > 0, "the kills should have hit running jobs that may retry"
 
 
+def until_a_long_job_runs_on(stack: Stack, name: str, timeout: float = 20) -> bool:
+    """Wait (up to `timeout`) until worker `name` runs one of the 30-tick jobs, which outlive
+    a stop's grace; whether one did. (Which worker claims which job is not the test's to say.)"""
+    master = stack.workers[name].pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {master, *_children(master)}
+        with stack.engine.begin() as conn:
+            owners = conn.exec_driver_sql(
+                "SELECT locked_by FROM jobs WHERE state = 'running' AND command = 'bin/tick.sh 30'"
+            ).scalars()
+            if any(int(owner.rsplit(":", 1)[1]) in pids for owner in owners if owner):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     stack.start_web()
     stack.start_worker("a")
@@ -81,10 +112,12 @@ def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     long = stack.submit_many(12, rate=3, fields=ticks(30))  # outlives the 1 s grace
 
     wait_finished(stack, 40)
+    hits = [until_a_long_job_runs_on(stack, "a")]
     stack.workers["a"].signal(signal.SIGTERM)
     assert stack.workers["a"].proc.wait(timeout=30) == 0
     stack.start_worker("a2")
     wait_finished(stack, 100)
+    hits.append(until_a_long_job_runs_on(stack, "b"))
     stack.workers["b"].signal(signal.SIGTERM)
     assert stack.workers["b"].proc.wait(timeout=30) == 0
     stack.start_worker("b2")
@@ -97,6 +130,8 @@ def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     assert ledger.succeeded == ledger.submitted == 212, ledger.line()
     # no retries allowed: a job handed back by a stopping worker did not use up an attempt
     assert ledger.retried == 0
+    # a stop that came while one of its long jobs ran handed it back (and reran it elsewhere)
+    assert any(hits), "neither stop came while a long job ran on the stopping worker"
     assert ledger.runs > ledger.submitted, "some long jobs should have been handed back"
 
 
