@@ -158,8 +158,10 @@ def shared_worker(base_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
 
 
 def empty_jobs(engine: sa.Engine, scratch: Path) -> None:
-    """An empty jobs table, and empty stamp and count files."""
+    """An empty jobs table, no schedule (a schedule an earlier test left, the fuzzer's
+    included, would go on making jobs in every later test), and empty stamp and count files."""
     with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM schedules")  # first: no tick lands after the jobs go
         conn.exec_driver_sql("DELETE FROM jobs")
     stamps = scratch / "stamps"
     stamps.write_text("")
