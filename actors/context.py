@@ -14,6 +14,7 @@ from typing import Protocol
 from dramatiq import Broker
 from sqlalchemy.engine import Engine
 
+from actors.bookkeeper import Bookkeeper
 from actors.containment import Containment, SubreaperContainment
 from actors.reaper import DEV_PREFIX
 from service.config import Settings
@@ -165,6 +166,11 @@ class WorkerContext:
     containment: Containment = field(default_factory=SubreaperContainment)
     #: the user commands run as (JOBRUNNER_JOB_USER); None: this process's own
     job_user: JobUser | None = None
+    #: records the ends of attempts, several threads' at a time (actors.bookkeeper)
+    bookkeeper: Bookkeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bookkeeper = Bookkeeper(self.engine, self.settings)
 
     @property
     def fence_after(self) -> float:

@@ -18,7 +18,7 @@ from actors.output import OutputTail
 from service import jobs, queries
 from service.db import transaction
 from service.errors import DatabaseUnavailable
-from service.jobs import ClaimedJob, KnownEnd, NextClaim, Outcome, OutputSnapshot
+from service.jobs import AttemptEnd, ClaimedJob, KnownEnd, NextClaim, Outcome, OutputSnapshot
 from service.metrics import RECORDER
 from service.policy import CommandNotAllowed
 from service.states import FINAL, EndReason, State, StopReason
@@ -275,16 +275,15 @@ def _execute(
     def record() -> tuple[State | None, Next]:
         nonlocal tries
         tries += 1
-        # the next claim rides along on the first try only: a try that failed may have
-        # committed (a connection lost during COMMIT), and a second claim would strand the first
-        then = keep() if keep is not None and tries == 1 else None
-        if then is None:
+        if tries > 1:
+            # the next claim rides along on the first try only: a try that failed may have
+            # committed (a connection lost during COMMIT), and a second claim would strand the
+            # first; a retry is alone too, and runs again on a dropped connection
             state = jobs.finish(ctx.engine, job, outcome, output, policy, retention, every_job)
             return state, Next()
-        state, claimed = jobs.finish_and_claim(
-            ctx.engine, job, outcome, output, policy, then, retention, every_job
-        )
-        return state, Next(tried=True, job=claimed)
+        then = keep() if keep is not None else None
+        state, claimed = ctx.bookkeeper.record(AttemptEnd(job, outcome, output, then))
+        return state, Next(tried=then is not None, job=claimed)
 
     state, after = _record(ctx, job, "finish", record, known=KnownEnd(outcome, output))
     if state is not None:

@@ -85,6 +85,8 @@ class WorkerLifecycle(Middleware):
             slots.close()  # take no more wake-ups: idle workers elsewhere get them
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        books = self.ctx.bookkeeper
+        log.info("worker process stopped", ends_recorded=books.ends, transactions=books.batches)
         if self.metrics is not None:
             self.metrics.stop()
         if self.sweeper is not None:

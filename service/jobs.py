@@ -103,6 +103,13 @@ def _by_id(statement: _W) -> _W:
     return statement
 
 
+def _by_id_select(statement: sa.Select[Any]) -> sa.Select[Any]:
+    """The same for a locking SELECT."""
+    for dialect in ("mysql", "mariadb"):
+        statement = statement.with_hint(jobs, "FORCE INDEX (PRIMARY)", dialect)
+    return statement
+
+
 class Guard(Enum):
     """Extra conditions of a transition, beyond the job's id and current state."""
 
@@ -511,6 +518,10 @@ CLAIM_CANDIDATE = (
     .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
     .with_for_update(skip_locked=True)
 )
+#: the same search for up to `count` jobs at once (`_claim_several`)
+CLAIM_CANDIDATES = CLAIM_CANDIDATE.limit(
+    sa.bindparam("count", type_=sa.Integer, literal_execute=True)
+)
 
 
 @retry_conflicts
@@ -553,40 +564,102 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         row = conn.execute(CLAIM_CANDIDATE, {"queue": claim.queue, "now": now}).first()
         if row is None:
             return None
-        key = row.concurrency_key
-        if key is None:
-            return _claim_row(conn, claim, row, now)
-        concurrency.lock(conn, concurrency.key_lock(key))
-        running = concurrency.running_of_key(conn, key)
-        if running < (row.concurrency_limit or 1):
-            return _claim_row(conn, claim, row, now)
-        concurrency.hold(conn, key, running)  # this row among them: it is locked by us
+        claimed = _claim_candidate(conn, claim, row, now)
+        if claimed is not None:
+            return claimed
     return None
 
 
-def _claim_row(conn: Connection, claim: NextClaim, row: Any, now: dt.datetime) -> ClaimedJob | None:
-    lease, attempt = row.lease + 1, row.attempts + 1
-    claimed = _move(
-        conn,
-        row.id,
-        State.RUNNING,
-        {State.QUEUED},
-        {Guard.LEASE: row.lease},
-        attempts=attempt,
-        lease=lease,
-        locked_at=now,
-        locked_by=claim.worker,
-        heartbeat_at=DB_NOW,
-        started_at=now,  # the first attempt's start: kept by the statement if already set
-        cancel_requested_at=None,
-        updated_at=now,
+def _claim_candidate(
+    conn: Connection, claim: NextClaim, row: Any, now: dt.datetime
+) -> ClaimedJob | None:
+    """Claim a row the search has locked, unless its concurrency key is full: then hold it
+    and the key's other waiting jobs that cannot start (None)."""
+    key = row.concurrency_key
+    if key is None:
+        return _claim_row(conn, claim, row, now)
+    concurrency.lock(conn, concurrency.key_lock(key))
+    running = concurrency.running_of_key(conn, key)
+    if running < (row.concurrency_limit or 1):
+        return _claim_row(conn, claim, row, now)
+    concurrency.hold(conn, key, running)  # this row among them: it is locked by us
+    return None
+
+
+def _claim_rows(
+    conn: Connection, claim: NextClaim, rows: Sequence[Any], now: dt.datetime
+) -> list[ClaimedJob]:
+    """Claim rows that the search has locked (and whose keys have room): one UPDATE for all.
+    (Locked by this transaction, none can have moved since the search: the row count is
+    checked all the same, and a mismatch rolls the transaction back.)"""
+    if not rows:
+        return []
+    params = {"ids": [row.id for row in rows], "now": now, "worker": claim.worker}
+    moved = conn.execute(_claim_statement(), params).rowcount
+    if moved != len(rows):
+        raise AssertionError(f"claimed {moved} of {len(rows)} locked rows")
+    return [_claimed_job(claim, row, now) for row in rows]
+
+
+@functools.cache
+def _claim_statement() -> sa.Update:
+    """The UPDATE of a claim (queued to running) of the rows `ids`, built once."""
+    _check(State.RUNNING, frozenset({State.QUEUED}))
+    now = sa.bindparam("now", type_=sa.DateTime)
+    return (
+        _by_id(jobs.update())
+        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == State.QUEUED)
+        .values(
+            state=State.RUNNING,
+            attempts=jobs.c.attempts + 1,
+            lease=jobs.c.lease + 1,
+            locked_at=now,
+            locked_by=sa.bindparam("worker", type_=sa.String),
+            heartbeat_at=db_now(),
+            started_at=sa.func.coalesce(jobs.c.started_at, now),  # the first attempt's start
+            cancel_requested_at=None,
+            updated_at=now,
+        )
     )
-    if not claimed:
-        return None
+
+
+def _claim_several(conn: Connection, claim: NextClaim, count: int) -> list[ClaimedJob]:
+    """Up to `count` jobs of a queue, best first, as `count` claims in a row would take them:
+    one search locks them all when the queue has no cap (a capped queue counts its running
+    jobs before each claim)."""
+    claimed: list[ClaimedJob] = []
+    if count > 1 and claim.cap is None:
+        now = utcnow()
+        params = {"queue": claim.queue, "now": now, "count": count}
+        rows = conn.execute(CLAIM_CANDIDATES, params).all()
+        claimed.extend(
+            _claim_rows(conn, claim, [r for r in rows if r.concurrency_key is None], now)
+        )
+        for row in rows:
+            if row.concurrency_key is not None:
+                job = _claim_candidate(conn, claim, row, now)
+                if job is not None:
+                    claimed.append(job)
+        if len(rows) < count:
+            return claimed  # the queue has nothing more ready
+    while len(claimed) < count:  # one by one: a capped queue, or rows that were held
+        job = _claim_in(conn, claim)
+        if job is None:
+            break
+        claimed.append(job)
+    return claimed
+
+
+def _claim_row(conn: Connection, claim: NextClaim, row: Any, now: dt.datetime) -> ClaimedJob:
+    return _claim_rows(conn, claim, [row], now)[0]
+
+
+def _claimed_job(claim: NextClaim, row: Any, now: dt.datetime) -> ClaimedJob:
+    """The attempt a claim of `row` (as the search read it) has just started."""
     return ClaimedJob(
         id=row.id,
-        lease=lease,
-        attempt=attempt,
+        lease=row.lease + 1,
+        attempt=row.attempts + 1,
         max_retries=row.max_retries,
         command=row.command,
         argv=row.argv,
@@ -743,14 +816,7 @@ def _move_to_end(
     while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
     A final state writes the event of its callbacks (`urls`) to the outbox, and with a
     retention of 0 deletes the job at once (`_ended`)."""
-    values = dict(
-        values,
-        exit_code=outcome.exit_code,
-        last_error=outcome.error,
-        end_reason=outcome.reason,
-        exit_signal=outcome.signal,
-        updated_at=now,
-    )
+    values = {**values, **_outcome_values(outcome, now)}
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
@@ -779,6 +845,27 @@ def _move_to_end(
         return None
     ended = _as_ended(claimed, State.FAILED, values, now) if urls and claimed else None
     return _ended(conn, job_id, State.FAILED, retention, urls, now, ended)
+
+
+def _outcome_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    """The columns that record how an attempt ended (besides `state` and its times)."""
+    return {
+        "exit_code": outcome.exit_code,
+        "last_error": outcome.error,
+        "end_reason": outcome.reason,
+        "exit_signal": outcome.signal,
+        "updated_at": now,
+    }
+
+
+def _output_values(output: OutputSnapshot) -> dict[str, Any]:
+    """The columns a worker writes as an attempt ends: its output, and no heartbeat."""
+    return {
+        "heartbeat_at": None,
+        "output": output.data,
+        "output_offset": output.offset,
+        "output_bytes": output.total,
+    }
 
 
 def _as_ended(job: ClaimedJob, state: State, values: Mapping[str, Any], now: dt.datetime) -> Job:
@@ -857,6 +944,139 @@ def finish_and_claim(
         return state, _claim_in(conn, then)
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt's end to record, and the claim to make with it (`then`), for `end_attempts`."""
+
+    job: ClaimedJob
+    outcome: Outcome
+    output: OutputSnapshot
+    then: NextClaim | None = None
+
+
+@retry_conflicts
+def end_attempts(
+    engine: Engine,
+    ends: Sequence[AttemptEnd],
+    policy: RetryPolicy,
+    retention: Retention | None = None,
+    callback_url: str | None = None,
+) -> list[tuple[State | None, ClaimedJob | None]]:
+    """`finish_and_claim` of several attempts in one transaction, a result for each end in
+    order: what the threads of a worker process ended at about the same time costs one commit,
+    and their next claims of one queue one search (actors.bookkeeper). The rows are written in
+    id order, as the heartbeat takes them; a claim that finds less than asked gives None to the
+    last ends of its queue."""
+    with transaction(engine) as conn:
+        capped = sorted({end.then.queue for end in ends if end.then and end.then.cap is not None})
+        if capped and any(end.job.concurrency_key is not None for end in ends):
+            for queue in capped:  # a queue's lock before a key's (service.concurrency)
+                concurrency.lock(conn, concurrency.queue_lock(queue))
+        alike, alone = _alike_successes(ends, retention, callback_url)
+        if len(alike) + bool(alone) > 1:
+            # the rows of several statements, locked in id order first, as the heartbeat
+            # locks them: one statement after another would not take them in that order
+            _lock_in_id_order(conn, [end.job.id for end in ends])
+        states: dict[int, State | None] = {}
+        for group in alike:
+            states.update(_succeed_together(conn, group))
+        for end in sorted(alone, key=lambda end: end.job.id):
+            states[end.job.id] = _finish_in(
+                conn, end.job, end.outcome, end.output, policy, retention, callback_url
+            )
+        wanted: dict[NextClaim, int] = {}
+        for end in ends:
+            if end.then is not None:
+                wanted[end.then] = wanted.get(end.then, 0) + 1
+        claimed = {then: _claim_several(conn, then, count) for then, count in wanted.items()}
+    results: list[tuple[State | None, ClaimedJob | None]] = []
+    for end in ends:
+        mine = claimed.get(end.then) if end.then is not None else None
+        results.append((states[end.job.id], mine.pop(0) if mine else None))
+    return results
+
+
+def _alike_successes(
+    ends: Sequence[AttemptEnd], retention: Retention | None, callback_url: str | None
+) -> tuple[list[list[AttemptEnd]], list[AttemptEnd]]:
+    """The ends that one UPDATE can record together (`_succeed_together`): attempts that
+    succeeded with the same output, of jobs without a concurrency key or a callback that are
+    kept once final; groups of two or more, and the rest."""
+    groups: dict[tuple[Outcome, bytes, int], list[AttemptEnd]] = {}
+    alone: list[AttemptEnd] = []
+    kept = retention is None or not retention.at_once(State.SUCCEEDED)
+    for end in ends:
+        job = end.job
+        plain = job.concurrency_key is None and not callbacks.urls_for(
+            job.callback_url, callback_url
+        )
+        if end.outcome.succeeded and plain and kept:
+            groups.setdefault((end.outcome, end.output.data, end.output.offset), []).append(end)
+        else:
+            alone.append(end)
+    alike = []
+    for group in groups.values():
+        if len(group) > 1:
+            alike.append(group)
+        else:
+            alone.extend(group)
+    return alike, alone
+
+
+def _lock_in_id_order(conn: Connection, job_ids: Sequence[int]) -> None:
+    conn.execute(
+        _by_id_select(sa.select(jobs.c.id))
+        .where(jobs.c.id.in_(sorted(job_ids)))
+        .order_by(jobs.c.id)
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _succeed_statement(columns: tuple[str, ...]) -> sa.Update:
+    """The UPDATE of attempts that succeeded alike (running to succeeded) of the rows `ids`,
+    each fenced by its lease (`fences`: (id, lease) pairs), built once."""
+    _check(State.SUCCEEDED, frozenset({State.RUNNING}))
+    values: dict[str, Any] = {
+        name: sa.bindparam(f"v_{name}", type_=jobs.c[name].type) for name in columns
+    }
+    return (
+        _by_id(jobs.update())
+        .where(
+            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+            sa.tuple_(jobs.c.id, jobs.c.lease).in_(sa.bindparam("fences", expanding=True)),
+            jobs.c.state == State.RUNNING,
+        )
+        .values(state=State.SUCCEEDED, finished_at=sa.bindparam("now", type_=sa.DateTime), **values)
+    )
+
+
+def _succeed_together(conn: Connection, group: Sequence[AttemptEnd]) -> dict[int, State | None]:
+    """`_finish_in` of attempts that succeeded alike (`_alike_successes`), in one UPDATE: the
+    transition to succeeded, each row fenced by its own lease. Those it did not move (lost or
+    deleted meanwhile) are read back: None for them."""
+    now = utcnow()
+    first = group[0]
+    values = {**_output_values(first.output), **_outcome_values(first.outcome, now)}
+    leases = {end.job.id: end.job.lease for end in group}
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(ids=sorted(leases), fences=sorted(leases.items()), now=now)
+    moved = conn.execute(_succeed_statement(tuple(values)), params).rowcount
+    if moved == len(group):
+        return dict.fromkeys(leases, State.SUCCEEDED)
+    rows = conn.execute(
+        sa.select(jobs.c.id, jobs.c.lease, jobs.c.state, jobs.c.finished_at).where(
+            jobs.c.id.in_(sorted(leases))
+        )
+    ).all()
+    ours = {
+        row.id
+        for row in rows
+        if row.state == State.SUCCEEDED and row.lease == leases[row.id] and row.finished_at == now
+    }
+    return {id_: State.SUCCEEDED if id_ in ours else None for id_ in leases}
+
+
 def _finish_in(
     conn: Connection,
     job: ClaimedJob,
@@ -866,12 +1086,7 @@ def _finish_in(
     retention: Retention | None,
     callback_url: str | None,
 ) -> State | None:
-    values = {
-        "heartbeat_at": None,
-        "output": output.data,
-        "output_offset": output.offset,
-        "output_bytes": output.total,
-    }
+    values = _output_values(output)
     return _end_attempt(
         conn,
         job.id,
