@@ -84,6 +84,10 @@ class Bookkeeper:
                 else:
                     self._recording = False
             for pending in batch:
+                if not pending.done and pending is not mine:
+                    # the write was interrupted (the worker is stopping): each thread records
+                    # its end again on its own, as after an outage
+                    pending.error = DatabaseUnavailable()
                 pending.ready.set()
         return mine.outcome()
 

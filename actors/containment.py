@@ -170,8 +170,11 @@ def dead_workers_dirs(is_alive: Callable[[int], bool]) -> Iterator[tuple[int, Pa
 class CgroupCell:
     path: Path
     _fd: int | None = None
+    #: the last kill left no process in it (none can enter but through `command`)
+    emptied: bool = False
 
     def command(self, argv: list[str]) -> tuple[list[str], int | None]:
+        self.emptied = False
         self._fd = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
         if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
             return ["/bin/sh", "-c", ENTER_CELL + argv[2]], self._fd
@@ -191,7 +194,7 @@ class CgroupCell:
 
     def kill(self) -> None:
         self._close_fd()
-        kill_cgroup(self.path)
+        self.emptied = kill_cgroup(self.path)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -254,7 +257,7 @@ class CgroupContainment:
         tid = threading.get_native_id()
         with self._lock:
             cell = self._cells.get(tid)
-            if cell is not None and not _populated(cell.path):
+            if cell is not None and (cell.emptied or not _populated(cell.path)):
                 return cell
             # new, or its last processes would not die (stuck in the kernel): a fresh one
             name = f"slot-{tid}" if cell is None else f"slot-{tid}-{time.monotonic_ns()}"

@@ -518,10 +518,12 @@ CLAIM_CANDIDATE = (
     .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
     .with_for_update(skip_locked=True)
 )
-#: the same search for up to `count` jobs at once (`_claim_several`)
-CLAIM_CANDIDATES = CLAIM_CANDIDATE.limit(
-    sa.bindparam("count", type_=sa.Integer, literal_execute=True)
-)
+
+
+@functools.cache
+def _claim_candidates(count: int) -> sa.Select[Any]:
+    """The same search for up to `count` jobs at once (`_claim_several`), built once a count."""
+    return CLAIM_CANDIDATE.limit(count)
 
 
 @retry_conflicts
@@ -594,21 +596,28 @@ def _claim_rows(
     checked all the same, and a mismatch rolls the transaction back.)"""
     if not rows:
         return []
-    params = {"ids": [row.id for row in rows], "now": now, "worker": claim.worker}
-    moved = conn.execute(_claim_statement(), params).rowcount
+    params: dict[str, Any] = {f"id_{i}": row.id for i, row in enumerate(rows)}
+    params.update(now=now, worker=claim.worker)
+    moved = conn.execute(_claim_statement(len(rows)), params).rowcount
     if moved != len(rows):
         raise AssertionError(f"claimed {moved} of {len(rows)} locked rows")
     return [_claimed_job(claim, row, now) for row in rows]
 
 
+def _ids(count: int) -> list[sa.BindParameter[int]]:
+    """`id_0` ... : the ids of a statement over `count` rows, as plain parameters (an
+    "expanding" IN list would be rendered again on every execution)."""
+    return [sa.bindparam(f"id_{i}", type_=sa.BigInteger) for i in range(count)]
+
+
 @functools.cache
-def _claim_statement() -> sa.Update:
-    """The UPDATE of a claim (queued to running) of the rows `ids`, built once."""
+def _claim_statement(count: int) -> sa.Update:
+    """The UPDATE of a claim (queued to running) of `count` rows (`id_0` ...), built once."""
     _check(State.RUNNING, frozenset({State.QUEUED}))
     now = sa.bindparam("now", type_=sa.DateTime)
     return (
         _by_id(jobs.update())
-        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == State.QUEUED)
+        .where(jobs.c.id.in_(_ids(count)), jobs.c.state == State.QUEUED)
         .values(
             state=State.RUNNING,
             attempts=jobs.c.attempts + 1,
@@ -630,8 +639,8 @@ def _claim_several(conn: Connection, claim: NextClaim, count: int) -> list[Claim
     claimed: list[ClaimedJob] = []
     if count > 1 and claim.cap is None:
         now = utcnow()
-        params = {"queue": claim.queue, "now": now, "count": count}
-        rows = conn.execute(CLAIM_CANDIDATES, params).all()
+        params = {"queue": claim.queue, "now": now}
+        rows = conn.execute(_claim_candidates(count), params).all()
         claimed.extend(
             _claim_rows(conn, claim, [r for r in rows if r.concurrency_key is None], now)
         )
@@ -1033,18 +1042,20 @@ def _lock_in_id_order(conn: Connection, job_ids: Sequence[int]) -> None:
 
 
 @functools.cache
-def _succeed_statement(columns: tuple[str, ...]) -> sa.Update:
-    """The UPDATE of attempts that succeeded alike (running to succeeded) of the rows `ids`,
-    each fenced by its lease (`fences`: (id, lease) pairs), built once."""
+def _succeed_statement(columns: tuple[str, ...], count: int) -> sa.Update:
+    """The UPDATE of `count` attempts that succeeded alike (running to succeeded), each row
+    (`id_0` ...) fenced by its lease (`lease_0` ...), built once."""
     _check(State.SUCCEEDED, frozenset({State.RUNNING}))
+    ids = _ids(count)
+    fences = [(id_, sa.bindparam(f"lease_{i}", type_=sa.BigInteger)) for i, id_ in enumerate(ids)]
     values: dict[str, Any] = {
         name: sa.bindparam(f"v_{name}", type_=jobs.c[name].type) for name in columns
     }
     return (
         _by_id(jobs.update())
         .where(
-            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
-            sa.tuple_(jobs.c.id, jobs.c.lease).in_(sa.bindparam("fences", expanding=True)),
+            jobs.c.id.in_(ids),
+            sa.or_(*(sa.and_(jobs.c.id == id_, jobs.c.lease == lease) for id_, lease in fences)),
             jobs.c.state == State.RUNNING,
         )
         .values(state=State.SUCCEEDED, finished_at=sa.bindparam("now", type_=sa.DateTime), **values)
@@ -1060,8 +1071,10 @@ def _succeed_together(conn: Connection, group: Sequence[AttemptEnd]) -> dict[int
     values = {**_output_values(first.output), **_outcome_values(first.outcome, now)}
     leases = {end.job.id: end.job.lease for end in group}
     params = {f"v_{name}": value for name, value in values.items()}
-    params.update(ids=sorted(leases), fences=sorted(leases.items()), now=now)
-    moved = conn.execute(_succeed_statement(tuple(values)), params).rowcount
+    for i, (id_, lease) in enumerate(sorted(leases.items())):
+        params[f"id_{i}"], params[f"lease_{i}"] = id_, lease
+    params["now"] = now
+    moved = conn.execute(_succeed_statement(tuple(values), len(leases)), params).rowcount
     if moved == len(group):
         return dict.fromkeys(leases, State.SUCCEEDED)
     rows = conn.execute(
