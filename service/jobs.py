@@ -21,8 +21,11 @@ locking read takes only the rows it returns):
   there is rolled back and run again, like any);
 - the sweeper finds its rows with plain reads (no locks) and moves each through the same
   guarded UPDATE by id as everyone else: a row that changed meanwhile fails its guard;
-- a multi-row write (a heartbeat, a batch of promotions or deletions) takes its rows in
-  primary key order; every other transaction writes one job.
+- a multi-row write (a heartbeat, a batch of promotions or deletions, the ends of several
+  attempts of one worker process: `end_attempts`) takes its rows in primary key order (a
+  batch of ends written by more than one statement locks them all in that order first);
+  every other transaction writes one job, and the rows a claim adds are new to it (locked by
+  its search, never waited for).
 
 Every function here that writes is one transaction (or a few, each whole), run again on a
 deadlock or a lock wait timeout (`retry_conflicts`): the guards make a second run safe. The
@@ -787,27 +790,22 @@ def _end_attempt(
     urls: Sequence[str] = (),
     claimed: ClaimedJob | None = None,
 ) -> State | None:
-    """`_move_to_end`, and the slot of the job's concurrency key freed by it, if it moved."""
-    state = _move_to_end(
-        conn,
-        job_id,
-        attempt,
-        max_retries,
-        fence,
-        outcome,
-        policy,
-        now,
-        values,
-        retention,
-        urls,
-        claimed,
-    )
-    if state is not None:
-        concurrency.free_slot(conn, key)
+    """Move a running job to the state its attempt's outcome calls for (`_end_transition`);
+    None if the guards did not let it. A final state writes the event of its callbacks
+    (`urls`) to the outbox, and with a retention of 0 deletes the job at once (`_ended`); a
+    job that moved frees the slot of its concurrency key (`key`)."""
+    values = {**values, **_outcome_values(outcome, now)}
+    state = _end_transition(conn, job_id, attempt, max_retries, fence, outcome, policy, now, values)
+    if state is None:
+        return None
+    if state in FINAL:
+        ended = _as_ended(claimed, state, values, now) if urls and claimed else None
+        _ended(conn, job_id, state, retention, urls, now, ended)
+    concurrency.free_slot(conn, key)
     return state
 
 
-def _move_to_end(
+def _end_transition(
     conn: Connection,
     job_id: int,
     attempt: int,
@@ -817,22 +815,14 @@ def _move_to_end(
     policy: RetryPolicy,
     now: dt.datetime,
     values: dict[str, Any],
-    retention: Retention | None = None,
-    urls: Sequence[str] = (),
-    claimed: ClaimedJob | None = None,
 ) -> State | None:
-    """Move a running job to the state its attempt's outcome calls for: succeeded; retrying
-    while retries remain (unless a cancel was asked for meanwhile); cancelled; or failed.
-    A final state writes the event of its callbacks (`urls`) to the outbox, and with a
-    retention of 0 deletes the job at once (`_ended`)."""
-    values = {**values, **_outcome_values(outcome, now)}
+    """The guarded UPDATE of an attempt's end: succeeded; retrying while retries remain
+    (unless a cancel was asked for meanwhile); cancelled; or failed. A cancel sets
+    `values["last_error"]`, for the event of the end."""
     running = {State.RUNNING}
     if outcome.succeeded:
         moved = _move(conn, job_id, State.SUCCEEDED, running, fence, finished_at=now, **values)
-        if not moved:
-            return None
-        ended = _as_ended(claimed, State.SUCCEEDED, values, now) if urls and claimed else None
-        return _ended(conn, job_id, State.SUCCEEDED, retention, urls, now, ended)
+        return State.SUCCEEDED if moved else None
     retries_left = attempt <= max_retries
     if not outcome.cancelled and retries_left:
         run_at = now + dt.timedelta(seconds=policy.delay(attempt))
@@ -843,17 +833,11 @@ def _move_to_end(
     if outcome.cancelled or retries_left:  # a cancel asked for while the command failed
         values["last_error"] = "cancelled"
         moved = _move(conn, job_id, State.CANCELLED, running, fence, finished_at=now, **values)
-        if not moved:
-            return None
-        ended = _as_ended(claimed, State.CANCELLED, values, now) if urls and claimed else None
-        return _ended(conn, job_id, State.CANCELLED, retention, urls, now, ended)
+        return State.CANCELLED if moved else None
     moved = _move(
         conn, job_id, State.FAILED, running, fence, finished_at=now, failed_at=now, **values
     )
-    if not moved:
-        return None
-    ended = _as_ended(claimed, State.FAILED, values, now) if urls and claimed else None
-    return _ended(conn, job_id, State.FAILED, retention, urls, now, ended)
+    return State.FAILED if moved else None
 
 
 def _outcome_values(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
@@ -932,7 +916,6 @@ def finish(
         return _finish_in(conn, job, outcome, output, policy, retention, callback_url)
 
 
-@retry_conflicts
 def finish_and_claim(
     engine: Engine,
     job: ClaimedJob,
@@ -943,14 +926,9 @@ def finish_and_claim(
     retention: Retention | None = None,
     callback_url: str | None = None,
 ) -> tuple[State | None, ClaimedJob | None]:
-    """`finish`, then `claim_next` of `then`, in one transaction: one commit per job for a
-    worker thread that keeps its queue. (Safe to run again whole: both are guarded.)"""
-    with transaction(engine) as conn:
-        if then.cap is not None and job.concurrency_key is not None:
-            # a queue's lock before a key's (service.concurrency): the claim takes it next
-            concurrency.lock(conn, concurrency.queue_lock(then.queue))
-        state = _finish_in(conn, job, outcome, output, policy, retention, callback_url)
-        return state, _claim_in(conn, then)
+    """`finish`, then `claim_next` of `then`, in one transaction: `end_attempts` of one end."""
+    ends = [AttemptEnd(job, outcome, output, then)]
+    return end_attempts(engine, ends, policy, retention, callback_url)[0]
 
 
 @dataclass(frozen=True)
