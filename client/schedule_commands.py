@@ -84,6 +84,11 @@ def schedule() -> None:
 @click.option("-e", "--env", "env_items", multiple=True, metavar="NAME[=VALUE]")
 @click.option("--concurrency-key", metavar="KEY")
 @click.option("--concurrency-limit", type=click.IntRange(min=1), metavar="N")
+@click.option(
+    "--callback-url",
+    metavar="URL",
+    help="POST a signed event to URL when each of its jobs ends.",
+)
 @AS_JSON
 @api_options
 @reports_errors
@@ -103,6 +108,7 @@ def create(
     env_items: tuple[str, ...],
     concurrency_key: str | None,
     concurrency_limit: int | None,
+    callback_url: str | None,
     as_json: bool,
     url: str,
     token: str | None,
@@ -125,6 +131,7 @@ def create(
             env=env,
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
+            callback_url=callback_url,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

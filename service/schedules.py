@@ -47,6 +47,7 @@ TEMPLATE_FIELDS = (
     "env",
     "concurrency_key",
     "concurrency_limit",
+    "callback_url",
 )
 
 

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,45 @@ def test_the_cli_submits_with_a_callback_url(
     assert json.loads(done.stdout)["callback_url"] == url
     (got,) = receiver.wait_count("/cli", 1)
     assert got.verified
+
+
+def test_the_cli_creates_a_schedule_whose_jobs_call_back(
+    api: Api, receiver: Receiver, stack: tuple[str, Process]
+) -> None:
+    url = receiver.url("/cli-schedule")
+    env = {"JOBRUNNER_URL": stack[0], "JOBRUNNER_TOKEN": TEST_TOKEN, "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [JOBRUNNER, *args], env=env, capture_output=True, text=True, check=True
+        ).stdout
+
+    name = f"cb-{uuid.uuid4().hex[:8]}"
+    made = cli(
+        "schedule",
+        "create",
+        name,
+        "--every",
+        "1h",
+        "-q",
+        QUEUE,
+        "--callback-url",
+        url,
+        "--",
+        "true",
+    )
+    schedule_id = int(made)
+    try:
+        assert (
+            json.loads(cli("schedule", "show", str(schedule_id), "--json"))["job"]["callback_url"]
+            == url
+        )
+        job_id = int(cli("schedule", "trigger", str(schedule_id)))
+        (got,) = receiver.wait_count("/cli-schedule", 1)
+        assert got.verified
+        assert (got.event["data"]["id"], got.event["data"]["schedule_id"]) == (job_id, schedule_id)
+    finally:
+        cli("schedule", "delete", str(schedule_id))
 
 
 def test_metrics_count_deliveries_and_the_outbox(api: Api, receiver: Receiver) -> None:
