@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import stats
+from bench import profiler, stats
 from bench.stack import BenchConfig, Stack, add_common_args, install_signal_handlers
 
 
@@ -46,6 +46,8 @@ def standalone(description: str, add_args: AddArgs, run: Runner) -> None:
     add_args(parser)
     add_common_args(parser)
     args = parser.parse_args()
+    if getattr(args, "profile", None) and (why := profiler.check()):
+        parser.error(f"--profile: {why}")  # before the reps, not after them
     install_signal_handlers()
     config = BenchConfig.from_args(args)
     print(header(config), flush=True)

@@ -176,7 +176,7 @@ def check() -> str | None:
             [PY_SPY, "--version"], capture_output=True, text=True, timeout=10, check=False
         )
     except OSError as exc:
-        return f"py-spy not found ({exc}); install it with `pip install py-spy`"
+        return f"py-spy not found ({exc}): .venv/bin/pip install -e '.[bench]' installs it"
     if result.returncode != 0:
         return f"py-spy does not run: {result.stderr.strip()}"
     return None
