@@ -125,31 +125,43 @@ def urls_for(job_url: str | None, every_job_url: str | None) -> list[str]:
 def record(conn: Connection, job: Job, urls: Iterable[str], at: dt.datetime) -> str:
     """Write the event of a job that has just become final to the outbox, one row per URL,
     in the caller's transaction (service.jobs); returns its webhook-id."""
-    event_id = f"msg_{uuid.uuid4().hex}"
-    body = render(job, at)
-    rows = [
-        {
-            "event_id": event_id,
-            "job_id": job.id,
-            "url": url,
-            "destination": destination_of(url),
-            "body": body,
-            "state": PENDING,
-            "attempts": 0,
-            "lease": 0,
-            "next_attempt_at": at,
-            "created_at": at,
-            "finished_at": None,
-        }
-        for url in urls
-    ]
+    return record_many(conn, [(job, urls)], at)[0]
+
+
+def record_many(
+    conn: Connection, ended: Sequence[tuple[Job, Iterable[str]]], at: dt.datetime
+) -> list[str]:
+    """`record` for several jobs that have just become final (the batched ends of one worker
+    process, service.jobs.end_attempts): one INSERT for all their rows; their webhook-ids."""
+    event_ids: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for job, urls in ended:
+        event_id = f"msg_{uuid.uuid4().hex}"
+        event_ids.append(event_id)
+        body = render(job, at)
+        rows.extend(
+            {
+                "event_id": event_id,
+                "job_id": job.id,
+                "url": url,
+                "destination": destination_of(url),
+                "body": body,
+                "state": PENDING,
+                "attempts": 0,
+                "lease": 0,
+                "next_attempt_at": at,
+                "created_at": at,
+                "finished_at": None,
+            }
+            for url in urls
+        )
     if not rows:
-        return event_id
+        return event_ids
     if conn.dialect.name in ("mysql", "mariadb"):
         _insert_mysql(conn, rows)
     else:
         conn.execute(INSERT_EVENT, rows)
-    return event_id
+    return event_ids
 
 
 #: built once: every job with a callback executes it as it ends
@@ -172,8 +184,7 @@ def _insert_mysql(conn: Connection, rows: list[dict[str, Any]]) -> None:
     assert dbapi_connection is not None
     cursor = dbapi_connection.cursor()
     try:
-        for values in params:
-            cursor.execute(MYSQL_INSERT, values)
+        cursor.executemany(MYSQL_INSERT, params)  # one multi-row INSERT
     except conn.dialect.loaded_dbapi.Error as exc:
         dropped = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
         if dropped:

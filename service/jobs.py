@@ -966,7 +966,7 @@ def end_attempts(
             _lock_in_id_order(conn, [end.job.id for end in ends])
         states: dict[int, State | None] = {}
         for group in alike:
-            states.update(_succeed_together(conn, group))
+            states.update(_succeed_together(conn, group, callback_url))
         for end in sorted(alone, key=lambda end: end.job.id):
             states[end.job.id] = _finish_in(
                 conn, end.job, end.outcome, end.output, policy, retention, callback_url
@@ -987,17 +987,13 @@ def _alike_successes(
     ends: Sequence[AttemptEnd], retention: Retention | None, callback_url: str | None
 ) -> tuple[list[list[AttemptEnd]], list[AttemptEnd]]:
     """The ends that one UPDATE can record together (`_succeed_together`): attempts that
-    succeeded with the same output, of jobs without a concurrency key or a callback that are
-    kept once final; groups of two or more, and the rest."""
+    succeeded with the same output, of jobs without a concurrency key that are kept once
+    final; groups of two or more, and the rest."""
     groups: dict[tuple[Outcome, bytes, int], list[AttemptEnd]] = {}
     alone: list[AttemptEnd] = []
     kept = retention is None or not retention.at_once(State.SUCCEEDED)
     for end in ends:
-        job = end.job
-        plain = job.concurrency_key is None and not callbacks.urls_for(
-            job.callback_url, callback_url
-        )
-        if end.outcome.succeeded and plain and kept:
+        if end.outcome.succeeded and end.job.concurrency_key is None and kept:
             groups.setdefault((end.outcome, end.output.data, end.output.offset), []).append(end)
         else:
             alone.append(end)
@@ -1040,10 +1036,13 @@ def _succeed_statement(columns: tuple[str, ...], count: int) -> sa.Update:
     )
 
 
-def _succeed_together(conn: Connection, group: Sequence[AttemptEnd]) -> dict[int, State | None]:
+def _succeed_together(
+    conn: Connection, group: Sequence[AttemptEnd], callback_url: str | None
+) -> dict[int, State | None]:
     """`_finish_in` of attempts that succeeded alike (`_alike_successes`), in one UPDATE: the
-    transition to succeeded, each row fenced by its own lease. Those it did not move (lost or
-    deleted meanwhile) are read back: None for them."""
+    transition to succeeded, each row fenced by its own lease, then the events of their
+    callbacks in one INSERT. Those it did not move (lost or deleted meanwhile) are read back:
+    None for them, and no event."""
     now = utcnow()
     first = group[0]
     values = {**_output_values(first.output), **_outcome_values(first.outcome, now)}
@@ -1053,8 +1052,23 @@ def _succeed_together(conn: Connection, group: Sequence[AttemptEnd]) -> dict[int
         params[f"id_{i}"], params[f"lease_{i}"] = id_, lease
     params["now"] = now
     moved = conn.execute(_succeed_statement(tuple(values), len(leases)), params).rowcount
-    if moved == len(group):
-        return dict.fromkeys(leases, State.SUCCEEDED)
+    states: dict[int, State | None] = dict.fromkeys(leases, State.SUCCEEDED)
+    if moved != len(group):
+        states = _succeeded_of(conn, leases, now)
+    ended = [
+        (_as_ended(end.job, State.SUCCEEDED, values, now), urls)
+        for end in group
+        if states[end.job.id] is not None
+        and (urls := callbacks.urls_for(end.job.callback_url, callback_url))
+    ]
+    callbacks.record_many(conn, ended, now)
+    return states
+
+
+def _succeeded_of(
+    conn: Connection, leases: Mapping[int, int], now: dt.datetime
+) -> dict[int, State | None]:
+    """Which of the rows `_succeed_together` tried it moved."""
     rows = conn.execute(
         sa.select(jobs.c.id, jobs.c.lease, jobs.c.state, jobs.c.finished_at).where(
             jobs.c.id.in_(sorted(leases))

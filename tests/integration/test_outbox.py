@@ -134,3 +134,30 @@ def test_the_drivers_errors_come_out_as_the_databases_refusal(
     with pytest.raises(RejectedByDatabase), transaction(engine) as conn:
         callbacks.record(conn, job, ["http://127.0.0.1:9/" + "x" * 3000], utcnow())
     assert [row.url for row in events(engine)] == [HOOK]  # the cancel's event, no other
+
+
+def test_alike_successes_ended_together_write_an_event_each(
+    engine: sa.Engine, clean_db: None
+) -> None:
+    """The batched ends of one worker process (jobs.end_attempts): one UPDATE for the alike
+    successes, one INSERT for their events; a lost attempt among them writes none."""
+    clear(engine)
+    ids = [create(engine, queue="ob-batch", max_retries=1) for _ in range(3)]
+    a, b, c = (jobs.claim_next(engine, "ob-batch", "w") for _ in range(3))
+    assert a is not None and b is not None and c is not None
+    assert jobs.hand_back(engine, b)  # b's attempt is over: its end must not count
+    done = Outcome(succeeded=True, exit_code=0)
+    ends = [jobs.AttemptEnd(job, done, NOTHING) for job in (a, b, c)]
+    states = [state for state, _ in jobs.end_attempts(engine, ends, POLICY, None, EVERY)]
+    assert states == ["succeeded", None, "succeeded"]
+    rows = events(engine)
+    assert sorted((row.job_id, row.url) for row in rows) == sorted(
+        (job_id, url) for job_id in (ids[0], ids[2]) for url in (EVERY, HOOK)
+    )
+    for row in rows:
+        body = json.loads(row.body)
+        assert body["type"] == "job.succeeded" and body["data"]["id"] == row.job_id
+        assert body["data"]["state"] == "succeeded" and body["data"]["exit_code"] == 0
+        assert "env" not in body["data"] and "output" not in body["data"]
+    # one event per job: its two destinations share its webhook-id
+    assert len({row.event_id for row in rows}) == 2
