@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 
-from service.db import concurrency_locks, jobs
+from service.db import concurrency_locks, force_index, jobs
 from service.states import State
 
 #: how many queued jobs of a full key one statement holds at a time
@@ -56,12 +56,6 @@ def lock(conn: Connection, name: str) -> None:
     conn.execute(statement.on_duplicate_key_update(name=statement.inserted.name))
 
 
-def _hinted(statement: sa.Select[Any], index: str) -> sa.Select[Any]:
-    for dialect in ("mysql", "mariadb"):
-        statement = statement.with_hint(jobs, f"FORCE INDEX ({index})", dialect)
-    return statement
-
-
 _RUNNING_OF_KEY = sa.select(sa.func.count()).where(
     jobs.c.concurrency_key == sa.bindparam("key"), jobs.c.state == State.RUNNING
 )
@@ -71,11 +65,11 @@ _RUNNING_OF_QUEUE = sa.select(sa.func.count()).where(
 
 
 def running_of_key(conn: Connection, key: str) -> int:
-    return int(conn.execute(_hinted(_RUNNING_OF_KEY, "ix_jobs_key"), {"key": key}).scalar_one())
+    return int(conn.execute(force_index(_RUNNING_OF_KEY, "ix_jobs_key"), {"key": key}).scalar_one())
 
 
 def running_of_queue(conn: Connection, queue: str) -> int:
-    statement = _hinted(_RUNNING_OF_QUEUE, "ix_jobs_claim")
+    statement = force_index(_RUNNING_OF_QUEUE, "ix_jobs_claim")
     return int(conn.execute(statement, {"queue": queue}).scalar_one())
 
 
@@ -100,7 +94,7 @@ def hold(conn: Connection, key: str, running: int) -> int:
     query = _waiting_of_key(key, 0, HOLD_BATCH).where(
         sa.func.coalesce(jobs.c.concurrency_limit, 1) <= running
     )
-    ids = [int(i) for i in conn.execute(_hinted(query, "ix_jobs_key")).scalars()]
+    ids = [int(i) for i in conn.execute(force_index(query, "ix_jobs_key")).scalars()]
     return _set_held(conn, ids, 1)
 
 
@@ -111,7 +105,7 @@ def release(conn: Connection, key: str, count: int = 1) -> int:
     query = _waiting_of_key(key, 1, count).where(
         sa.func.coalesce(jobs.c.concurrency_limit, 1) > running
     )
-    ids = [int(i) for i in conn.execute(_hinted(query, "ix_jobs_key")).scalars()]
+    ids = [int(i) for i in conn.execute(force_index(query, "ix_jobs_key")).scalars()]
     return _set_held(conn, ids, 0)
 
 

@@ -52,6 +52,7 @@ from service import callbacks, concurrency, queries
 from service.db import (
     database_time,
     db_now,
+    force_index,
     jobs,
     retry_conflicts,
     retry_fenced,
@@ -103,13 +104,6 @@ def _by_id(statement: _W) -> _W:
     """Reach the rows of an UPDATE through the primary key only (see the module docstring)."""
     for dialect in ("mysql", "mariadb"):
         statement = statement.with_hint("FORCE INDEX (PRIMARY)", dialect_name=dialect)
-    return statement
-
-
-def _by_id_select(statement: sa.Select[Any]) -> sa.Select[Any]:
-    """The same for a locking SELECT."""
-    for dialect in ("mysql", "mariadb"):
-        statement = statement.with_hint(jobs, "FORCE INDEX (PRIMARY)", dialect)
     return statement
 
 
@@ -505,8 +499,10 @@ _CLAIM_COLUMNS = (
 )
 
 
+# In index order the scan stops at the first row it can lock; any other plan (a filesort)
+# would lock every waiting row and leave concurrent claims empty-handed.
 CLAIM_CANDIDATE = (
-    sa.select(*_CLAIM_COLUMNS)
+    force_index(sa.select(*_CLAIM_COLUMNS), "ix_jobs_claim")
     .where(
         jobs.c.queue == sa.bindparam("queue"),
         jobs.c.state == State.QUEUED,
@@ -515,10 +511,6 @@ CLAIM_CANDIDATE = (
     )
     .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
     .limit(1)
-    # In index order the scan stops at the first row it can lock; any other plan (a filesort)
-    # would lock every waiting row and leave concurrent claims empty-handed.
-    .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mysql")
-    .with_hint(jobs, "FORCE INDEX (ix_jobs_claim)", "mariadb")
     .with_for_update(skip_locked=True)
 )
 
@@ -1008,7 +1000,7 @@ def _alike_successes(
 
 def _lock_in_id_order(conn: Connection, job_ids: Sequence[int]) -> None:
     conn.execute(
-        _by_id_select(sa.select(jobs.c.id))
+        force_index(sa.select(jobs.c.id), "PRIMARY")
         .where(jobs.c.id.in_(sorted(job_ids)))
         .order_by(jobs.c.id)
         .with_for_update()
