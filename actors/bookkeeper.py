@@ -22,7 +22,7 @@ from service import jobs
 from service.config import Settings
 from service.errors import DatabaseUnavailable
 from service.jobs import AttemptEnd, ClaimedJob
-from service.states import State
+from service.states import Retention, RetryPolicy, State
 
 log = structlog.get_logger(__name__)
 
@@ -114,15 +114,18 @@ class Bookkeeper:
         self.ends += len(batch)
         self.batches += 1
 
+    def record_alone(self, end: AttemptEnd) -> State | None:
+        """`jobs.finish` of one end, shared with no other and with no claim: a try after one
+        that failed (actors.execution), run again on a dropped connection."""
+        return jobs.finish(self.engine, end.job, end.outcome, end.output, *self._rules())
+
     def _write(self, ends: list[AttemptEnd]) -> list[Recorded]:
+        return jobs.end_attempts(self.engine, ends, *self._rules())
+
+    def _rules(self) -> tuple[RetryPolicy, Retention, str | None]:
+        """How this deployment ends attempts: its retries, retention and callback for all."""
         settings = self.settings
-        return jobs.end_attempts(
-            self.engine,
-            ends,
-            settings.retry_policy,
-            settings.retention_policy,
-            settings.callback_url or None,
-        )
+        return settings.retry_policy, settings.retention_policy, settings.callback_url or None
 
 
 def _again(error: BaseException) -> BaseException:

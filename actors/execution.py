@@ -266,10 +266,6 @@ def _execute(
         return Next()
     outcome = outcome_of(result, job)
     output = tail.snapshot()
-    policy = settings.retry_policy
-    retention = settings.retention_policy
-    every_job = settings.callback_url or None
-
     tries = 0
 
     def record() -> tuple[State | None, Next]:
@@ -279,8 +275,7 @@ def _execute(
             # the next claim rides along on the first try only: a try that failed may have
             # committed (a connection lost during COMMIT), and a second claim would strand the
             # first; a retry is alone too, and runs again on a dropped connection
-            state = jobs.finish(ctx.engine, job, outcome, output, policy, retention, every_job)
-            return state, Next()
+            return ctx.bookkeeper.record_alone(AttemptEnd(job, outcome, output)), Next()
         then = keep() if keep is not None else None
         state, claimed = ctx.bookkeeper.record(AttemptEnd(job, outcome, output, then))
         return state, Next(tried=then is not None, job=claimed)
