@@ -35,13 +35,20 @@ def dead_pid() -> int:
 @pytest.mark.parametrize("prefix", ["", "dev-"])
 def test_kills_the_group_of_a_command_whose_worker_is_dead(prefix: str) -> None:
     marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
-    host = socket.gethostname()
+    # A host name of its own: the reaper of any worker running on this machine (another
+    # test's) would rightly kill an orphan of this host before the test's own reap saw it.
+    host = f"reaper-test-{uuid.uuid4().hex[:8]}"
     orphan = spawn(marker, f"{host}:{prefix}{dead_pid()}")
-    wait_for(lambda: len(sleeps(marker)) == 2, timeout=PROCESS_DEADLINE, what="the command")
-    found = reaper.reap(host)
-    assert any(o.pgid == orphan.pid and o.job_id == "42" for o in found)
-    orphan.wait(timeout=PROCESS_DEADLINE)
-    wait_for(lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="no survivor")
+    try:
+        wait_for(lambda: len(sleeps(marker)) == 2, timeout=PROCESS_DEADLINE, what="the command")
+        found = reaper.reap(host)
+        assert any(o.pgid == orphan.pid and o.job_id == "42" for o in found)
+        orphan.wait(timeout=PROCESS_DEADLINE)
+        wait_for(lambda: processes_with(marker) == [], timeout=PROCESS_DEADLINE, what="no survivor")
+    finally:
+        if orphan.poll() is None:
+            os.killpg(orphan.pid, 9)
+            orphan.wait()
 
 
 def test_leaves_commands_of_live_workers_and_of_other_hosts() -> None:
