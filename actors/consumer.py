@@ -94,7 +94,8 @@ class _WakingConsumer(_RedisConsumer):
                         self._wait()
                         return None
                     continue
-                if data is None:
+                if data is None:  # an id whose message is gone: its slot is free again
+                    self._give_back(1)
                     continue
                 self.misses = 0
                 message = Message.decode(data)
@@ -114,9 +115,27 @@ class _WakingConsumer(_RedisConsumer):
         granted = slots.take(wanted)
         if not granted:
             return []
-        fetched = list(self.broker.do_fetch(self.queue_name, granted))
-        slots.give(granted - len(fetched))
+        fetched: list[bytes] = []
+        try:
+            fetched = list(self.broker.do_fetch(self.queue_name, granted))
+        finally:  # a fetch cut off by a lost connection holds no slot
+            slots.give(granted - len(fetched))
         return fetched
+
+    def _give_back(self, count: int) -> None:
+        if count and not self._is_delay_queue:
+            self.broker.slots.give(count)
+
+    def close(self) -> None:
+        """Dramatiq closes a consumer on a connection error and makes a new one: the messages
+        fetched but not handed to a thread will never reach one, so their slots are free
+        again. (Their ids wait in this worker's ack set, which Redis hands back when the
+        worker is gone; they are only wake-ups, and the sweeper wakes queues whose jobs wait.)
+        Without this, an outage that cut a fetch short left the process with fewer slots, down
+        to none: it took no more wake-ups for as long as it lived."""
+        cached, self.message_cache = self.message_cache, []
+        self._give_back(len(cached))
+        super().close()
 
     def _wait(self) -> None:
         if self._is_delay_queue:  # a delay queue (Dramatiq's retries of a message): poll

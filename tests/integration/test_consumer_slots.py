@@ -1,0 +1,72 @@
+"""The waking consumer's slots survive a Redis outage: a worker process whose fetch was cut
+off, or whose consumer Dramatiq replaced, still takes one wake-up per idle thread.
+
+CI found a worker that took no wake-up ever again after Redis was restarted (every job
+submitted after the outage waited until the test gave up): each fetch that failed took the
+free slots with it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.errors import ConnectionClosed
+
+from actors.consumer import WakingRedisBroker
+from service.broker import make_redis_client
+from tests.conftest import REDIS_URL
+
+THREADS = 4
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_at(url: str, namespace: str) -> WakingRedisBroker:
+    broker = WakingRedisBroker(
+        slots=THREADS, client=make_redis_client(url, socket_timeout=2.0), namespace=namespace
+    )
+    broker.declare_queue("wake")
+    return broker
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"jrtest-slots-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = make_redis_client(REDIS_URL)
+    keys = list(client.scan_iter(f"{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_a_fetch_cut_off_by_an_outage_gives_its_slots_back(namespace: str) -> None:
+    broker = broker_at(f"redis://127.0.0.1:{closed_port()}/0", namespace)
+    consumer = broker.consume("wake", prefetch=THREADS, timeout=100)
+    for _ in range(3):  # Dramatiq makes a new consumer after each; the slots stay with the broker
+        with pytest.raises(ConnectionClosed):
+            next(consumer)
+        assert broker.slots.free == THREADS
+
+
+def test_messages_fetched_but_never_handed_out_free_their_slots(namespace: str) -> None:
+    broker = broker_at(REDIS_URL, namespace)
+    for _ in range(3):
+        broker.enqueue(dramatiq.Message("wake", "run_job", (), {}, {}))
+    consumer = broker.consume("wake", prefetch=THREADS, timeout=100)
+    first = next(consumer)
+    assert first is not None  # one message out to a thread, two more fetched with it
+    assert broker.slots.free == THREADS - 3
+    consumer.close()  # what Dramatiq does on a connection error, before it makes a new one
+    assert broker.slots.free == THREADS - 1  # the thread still holds its slot
+    broker.slots.give()  # the thread is done
+    assert broker.slots.free == THREADS
