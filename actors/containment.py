@@ -118,10 +118,17 @@ def worker_dir(pid: int, base: Path | None = None) -> Path | None:
 
 
 def _populated(path: Path) -> bool:
+    # os.open and os.read, not Path.read_bytes: read for every job, twice
     try:
-        return b"populated 1" in (path / "cgroup.events").read_bytes()
+        fd = os.open(os.path.join(path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        return b"populated 1" in os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def kill_cgroup(path: Path, wait: float = KILL_WAIT_S) -> bool:
@@ -175,7 +182,7 @@ class CgroupCell:
 
     def command(self, argv: list[str]) -> tuple[list[str], int | None]:
         self.emptied = False
-        self._fd = os.open(self.path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        self._fd = os.open(os.path.join(self.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
         if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
             return ["/bin/sh", "-c", ENTER_CELL + argv[2]], self._fd
         return ["/bin/sh", "-c", ENTER_CELL + 'exec "$@"', "jobrunner-job", *argv], self._fd

@@ -95,17 +95,18 @@ def _resolve(program: str, cwd: Path, env: dict[str, str]) -> str:
     """The file `program` names, found as exec would (PATH unless it holds a slash); raises
     FileNotFoundError or PermissionError as Popen would, so that a missing program behind the
     cell's shell is still a failure to start."""
+    # os.path, not pathlib: this runs for every job
     if "/" in program:
-        path = cwd / program
-        if not path.is_file():
+        path = os.path.join(cwd, program)
+        if not os.path.isfile(path):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
         if not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
         return program
     for folder in os.get_exec_path(env):
-        candidate = Path(cwd, folder, program)
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+        candidate = os.path.join(cwd, folder, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
