@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import redis
 from dramatiq import Broker
@@ -100,6 +101,8 @@ class _WakingConsumer(_RedisConsumer):
                 self.misses = 0
                 message = Message.decode(data)
                 self.queued_message_ids.add(message.message_id)
+                if not self._reaches_a_thread(message):
+                    self._give_back(1)
                 return MessageProxy(message)
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
@@ -121,6 +124,12 @@ class _WakingConsumer(_RedisConsumer):
         finally:  # a fetch cut off by a lost connection holds no slot
             slots.give(granted - len(fetched))
         return fetched
+
+    def _reaches_a_thread(self, message: Message[Any]) -> bool:
+        """False for a message that Dramatiq's consumer thread handles itself, so that its
+        slot would never come back: one for an actor this process does not have (nacked to
+        the dead-letter queue), or one with an eta (held in the thread's delay queue)."""
+        return message.actor_name in self.broker.actors and message.options.get("eta") is None
 
     def _give_back(self, count: int) -> None:
         if count and not self._is_delay_queue:

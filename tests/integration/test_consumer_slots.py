@@ -35,6 +35,10 @@ def broker_at(url: str, namespace: str) -> WakingRedisBroker:
         slots=THREADS, client=make_redis_client(url, socket_timeout=2.0), namespace=namespace
     )
     broker.declare_queue("wake")
+
+    @dramatiq.actor(broker=broker, queue_name="wake", actor_name="run_job")
+    def run_job() -> None: ...
+
     return broker
 
 
@@ -69,4 +73,14 @@ def test_messages_fetched_but_never_handed_out_free_their_slots(namespace: str) 
     consumer.close()  # what Dramatiq does on a connection error, before it makes a new one
     assert broker.slots.free == THREADS - 1  # the thread still holds its slot
     broker.slots.give()  # the thread is done
+    assert broker.slots.free == THREADS
+
+
+def test_a_message_no_thread_will_run_frees_its_slot(namespace: str) -> None:
+    """Dramatiq's consumer thread nacks a message for an actor it does not know (a rolling
+    deploy that renamed it, say) without handing it to a worker thread."""
+    broker = broker_at(REDIS_URL, namespace)
+    broker.enqueue(dramatiq.Message("wake", "no_such_actor", (), {}, {}))
+    consumer = broker.consume("wake", prefetch=THREADS, timeout=100)
+    assert next(consumer) is not None
     assert broker.slots.free == THREADS
