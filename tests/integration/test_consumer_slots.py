@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 
 import dramatiq
 import pytest
@@ -43,14 +42,9 @@ def broker_at(url: str, namespace: str) -> WakingRedisBroker:
 
 
 @pytest.fixture
-def namespace() -> Iterator[str]:
-    name = f"jrtest-slots-{uuid.uuid4().hex[:8]}"
-    yield name
-    client = make_redis_client(REDIS_URL)
-    keys = list(client.scan_iter(f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def namespace(redis_namespace: str) -> str:
+    """A namespace of this test's own, under the session's (which removes its keys)."""
+    return f"{redis_namespace}-slots-{uuid.uuid4().hex[:8]}"
 
 
 def test_a_fetch_cut_off_by_an_outage_gives_its_slots_back(namespace: str) -> None:
