@@ -7,7 +7,7 @@ output never go into a log line: callers pass ids and states, not payloads.
 Some values come from clients (a request's path, above all), so no value may break a line or
 fake one: in the console format every control character (and every Unicode line or paragraph
 separator, and the bidirectional overrides that reorder what a terminal shows) is escaped
-(`\r`, `\x1b`, `\u2028`) before rendering; the JSON format escapes them by itself.
+(`\r`, `\x1b`, `\u2028`) as the line is rendered; the JSON format escapes them by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
 
 import structlog
 
@@ -30,14 +29,10 @@ def configure(settings: Settings, *, process: str) -> None:
     handler with the same processors and renderer.
     """
     renderer: structlog.types.Processor
-    escape: list[structlog.types.Processor] = []
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.processors.LogfmtRenderer(
-            key_order=["timestamp", "level", "event"], drop_missing=True
-        )
-        escape = [escape_controls]
+        renderer = render_logfmt
     level = logging.getLevelName(settings.log_level.upper())
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
@@ -47,7 +42,6 @@ def configure(settings: Settings, *, process: str) -> None:
             stamp,
             _add_process(process),
             structlog.processors.format_exc_info,
-            *escape,
             renderer,
         ],
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
@@ -64,7 +58,6 @@ def configure(settings: Settings, *, process: str) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            *escape,
             renderer,
         ],
     )
@@ -93,7 +86,6 @@ def _add_process(process: str) -> structlog.types.Processor:
 #: C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides and isolates
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_PLAIN = (int, float, bool, type(None))
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -109,13 +101,46 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_escaped, text) if _UNSAFE.search(text) else text
 
 
-def escape_controls(
-    _logger: object, _name: str, event: structlog.types.EventDict
-) -> structlog.types.EventDict:
-    """A processor: every key and value of the event as text with its controls escaped."""
-    safe: dict[str, Any] = {}
+#: the keys that lead every console line, in this order (left out when absent)
+LEADING_KEYS = ("timestamp", "level", "event")
+
+
+def render_logfmt(_logger: object, _name: str, event: structlog.types.EventDict) -> str:
+    """The event as one logfmt line, every key and value escaped (`escape`) as it is rendered.
+
+    What structlog's LogfmtRenderer(key_order=LEADING_KEYS, drop_missing=True) renders after an
+    escaping pass, in one pass: a worker writes two lines per job, and the two passes were
+    ~50 us a line. A value with a space, `=` or `"` is quoted (its `\\` and `"` escaped); None
+    renders as `key=`, True as the bare key, False as `key=false`.
+    """
+    parts: list[str] = []
+    for key in LEADING_KEYS:
+        value = event.pop(key, None)
+        if value is not None:
+            parts.append(_pair(key, value))
     for key, value in event.items():
-        if not isinstance(value, _PLAIN):
-            value = escape(value if isinstance(value, str) else str(value))
-        safe[escape(str(key))] = value
-    return safe
+        plain = isinstance(key, str) and key.isidentifier()  # nothing in it to escape
+        parts.append(_pair(key if plain else _safe_key(key), value))
+    return " ".join(parts)
+
+
+def _safe_key(key: object) -> str:
+    text = escape(str(key))
+    if " " in text:
+        raise ValueError(f"Invalid key: {text!r}")
+    return text
+
+
+def _pair(key: str, value: object) -> str:
+    if value is None:
+        return key + "="
+    if value is True:
+        return key
+    if value is False:
+        return key + "=false"
+    if isinstance(value, int | float):
+        return key + "=" + str(value)
+    text = escape(str(value))
+    if " " in text or "=" in text or '"' in text:
+        return key + '="' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return key + "=" + text
