@@ -107,3 +107,20 @@ def test_callbacks_are_in_the_document() -> None:
     assert set(schemas["Delivery"]["required"]) == {
         "event_id", "url", "attempt", "at", "status_code", "error", "next_attempt_at",
     }  # fmt: skip
+
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_the_form_body_allows_a_concurrency_limit_only_with_a_key(method: str) -> None:
+    # jsonschema_rs: the validator schemathesis (pinned for tests/integration/test_fuzz.py)
+    # judges the document with
+    import jsonschema_rs
+
+    path = "/jobs" if method == "post" else "/jobs/{job_id}"
+    body = document(Settings())["paths"][path][method]["requestBody"]
+    form = body["content"]["application/x-www-form-urlencoded"]["schema"]
+    valid = jsonschema_rs.Draft202012Validator(form).is_valid
+    base = {"job[command]": "true"}
+    assert valid(base)
+    assert valid({**base, "job[concurrency_key]": "k", "job[concurrency_limit]": 2})
+    assert not valid({**base, "job[concurrency_limit]": 2})
