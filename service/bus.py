@@ -157,6 +157,10 @@ def make_bus(broker: Broker, namespace: str, redis_url: str | None) -> Bus:
 
 # --- Redis ----------------------------------------------------------------------------------
 
+#: how long a listener blocks on its socket between two looks at its stop event: a stopping
+#: worker waits this long for its notice thread (no Redis command: a wake-up costs a syscall)
+LISTEN_WAKE_S = 0.2
+
 
 def _bytes(value: object) -> bytes:
     """A reply of a client without decode_responses: bytes (typed bytes | str by redis-py)."""
@@ -248,7 +252,7 @@ class RedisBus:
             try:
                 pubsub.subscribe(*names)
                 while not stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
+                    message = pubsub.get_message(timeout=LISTEN_WAKE_S)
                     if message is not None and message["type"] == "message":
                         handler(message["channel"].decode(), bytes(message["data"]))
             except (redis.RedisError, ValueError) as exc:

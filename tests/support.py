@@ -68,6 +68,7 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.terminated = False
 
     @property
     def pid(self) -> int:
@@ -81,6 +82,8 @@ class Process:
     def signal(self, signum: int) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            self.terminated = True
 
     def kill_group(self) -> None:
         try:
@@ -89,10 +92,17 @@ class Process:
             pass
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL to the whole group if it does not end in time."""
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM, once (a second one tells a Dramatiq worker process to exit at once)."""
+        if not self.terminated and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+        self.terminated = True
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (unless `terminate` sent it), then SIGKILL to the whole group if it does not
+        end in time."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -107,6 +117,16 @@ class Process:
             pass
         self.log.close()
         return self.proc.returncode
+
+
+def stop_all(processes: Iterable[Process]) -> None:
+    """Stop these processes at the same time: SIGTERM to each, then wait for each (a worker
+    takes a few seconds to stop; one after another, they add up)."""
+    processes = list(processes)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.stop()
 
 
 def wait_healthy(proc: Process, url: str, what: str = "the web server") -> None:

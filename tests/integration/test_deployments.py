@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from service.migrate import apply_migrations
 from tests.conftest import MYSQL_SERVER, REDIS_URL
-from tests.support import AUTH, JOBRUNNER, Api, Process, start_web, start_worker
+from tests.support import AUTH, JOBRUNNER, Api, Process, start_web, start_worker, stop_all
 
 LINES = "for i in 1 2 3 4 5 6; do echo {name}$i; sleep 0.2; done"
 
@@ -109,5 +109,4 @@ def test_two_deployments_on_one_redis_see_nothing_of_each_other(
     finally:
         for api in apis:
             api.http.close()
-        for process in started:
-            process.stop()
+        stop_all(started)

@@ -26,6 +26,7 @@ from tests.support import (
     Process,
     processes_with,
     start_dev,
+    stop_all,
     wait_for,
 )
 
@@ -35,8 +36,7 @@ def started(log_dir: Path) -> Iterator[list[Process]]:
     """Processes to stop at the end of the test, whatever happens in it."""
     processes: list[Process] = []
     yield processes
-    for proc in processes:
-        proc.stop()
+    stop_all(processes)
 
 
 def rows(db: Path) -> dict[int, tuple[str, int]]:

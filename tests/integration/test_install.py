@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Api, Process, start_dev
+from tests.support import Api, Process, start_dev, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 TRY_COMMAND = "echo hello; sleep 1; echo world"
@@ -40,8 +40,7 @@ def copy_sources(dest: Path) -> Path:
 def dev(log_dir: Path) -> Iterator[list[Process]]:
     processes: list[Process] = []
     yield processes
-    for proc in processes:
-        proc.stop()
+    stop_all(processes)
 
 
 @pytest.mark.timeout(400)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PROCESS_DEADLINE, Api, Process, start_worker, wait_for
+from tests.support import PROCESS_DEADLINE, Api, Process, start_worker, stop_all, wait_for
 
 
 def stamps(scratch: Path) -> list[tuple[int, int, str, float]]:
@@ -41,8 +41,7 @@ def never_side_by_side(scratch: Path, ids: set[int], since: float) -> None:
 def workers() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
-    for proc in started:
-        proc.stop()
+    stop_all(started)
 
 
 def test_a_killed_worker_frees_its_keys_slot_and_the_next_job_starts(

@@ -27,6 +27,7 @@ from tests.support import (
     both_backends,
     processes_with,
     start_worker,
+    stop_all,
     wait_for,
 )
 
@@ -45,8 +46,7 @@ def own_worker(base_env: dict[str, str], log_dir: Path) -> Iterator[list[Process
     """Start extra workers with `own_worker.append(start_worker(...))`; stopped at the end."""
     started: list[Process] = []
     yield started
-    for proc in started:
-        proc.stop()
+    stop_all(started)
 
 
 @both_backends

@@ -109,7 +109,6 @@ def test_callbacks_are_in_the_document() -> None:
     }  # fmt: skip
 
 
-
 @pytest.mark.parametrize("method", ["post", "patch"])
 def test_the_form_body_allows_a_concurrency_limit_only_with_a_key(method: str) -> None:
     # jsonschema_rs: the validator schemathesis (pinned for tests/integration/test_fuzz.py)
