@@ -146,8 +146,14 @@ def kill_cgroup(path: Path, wait: float = KILL_WAIT_S) -> bool:
 
 
 def remove_cgroup(path: Path) -> None:
-    """Remove `path` and the cgroups below it (they must be empty of processes)."""
-    for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
+    """Remove `path` and the cgroups below it (they must be empty of processes). Another
+    process may be removing them at the same time (the reapers of two worker processes that
+    start together, both finding a dead worker's cells): what is gone already is skipped."""
+    try:
+        children = sorted((p for p in path.iterdir() if p.is_dir()), reverse=True)
+    except FileNotFoundError:
+        return
+    for child in children:
         remove_cgroup(child)
     with contextlib.suppress(OSError):
         path.rmdir()

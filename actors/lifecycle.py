@@ -14,6 +14,9 @@ from service.metrics import RECORDER, Flusher
 
 log = structlog.get_logger(__name__)
 
+#: the exit status of a worker process whose background work could not start
+BOOT_FAILED = 5
+
 
 class WorkerLifecycle(Middleware):
     """Starts the monitor and the sweeper with the worker; on shutdown, stops taking jobs
@@ -27,6 +30,19 @@ class WorkerLifecycle(Middleware):
         self.presence: Presence | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Start the process's background work; if any of it fails, the process exits.
+
+        Dramatiq logs an exception of this hook and goes on, which would leave a worker that
+        runs jobs without heartbeats, self-fencing or a sweeper: jobs whose leases lapse while
+        their commands still run. SystemExit is not an Exception: it ends the process (its
+        exit makes `dramatiq` stop the others and exit too, for the supervisor to restart)."""
+        try:
+            self._boot(broker, worker)
+        except Exception as exc:
+            log.critical("worker process could not start; exiting", exc_info=True)
+            raise SystemExit(BOOT_FAILED) from exc
+
+    def _boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for queue in sorted(worker.consumer_whitelist or ()):
             broker.declare_queue(queue)  # a consumer for each queue this worker serves by name
         served = tuple(sorted(worker.consumer_whitelist)) if worker.consumer_whitelist else None

@@ -48,7 +48,10 @@ class Monitor:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.reap_orphans()
+        try:
+            self.reap_orphans()
+        except Exception:  # best effort: the heartbeat thread reaps again every few seconds
+            log.exception("reaping orphaned commands failed")
         for name, target in (
             ("jobrunner-heartbeat", self._heartbeat_loop),
             ("jobrunner-notices", self._notice_loop),
