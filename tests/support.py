@@ -94,9 +94,8 @@ class Process:
 
     def terminate(self) -> None:
         """SIGTERM, once (a second one tells a Dramatiq worker process to exit at once)."""
-        if not self.terminated and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.terminated = True
+        if not self.terminated:
+            self.signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM (unless `terminate` sent it), then SIGKILL to the whole group if it does not

@@ -32,6 +32,7 @@ from tests.support import (
     processes_with,
     start_web,
     start_worker,
+    stop_all,
     wait_for,
 )
 
@@ -160,11 +161,7 @@ class Stack:
             pass  # the ledger counts what is not final as lost
 
     def stop(self) -> None:
-        everything = [*self.workers.values(), *([self.web] if self.web is not None else [])]
-        for proc in everything:
-            proc.terminate()  # all at once: each takes a few seconds to stop
-        for proc in everything:
-            proc.stop()
+        stop_all([*self.workers.values(), *([self.web] if self.web is not None else [])])
         self._http.close()
         self.engine.dispose()
 
