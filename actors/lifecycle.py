@@ -10,6 +10,7 @@ from actors.context import WorkerContext
 from actors.monitor import Monitor
 from actors.presence import Presence
 from actors.sweeper import Sweeper
+from service import logs
 from service.metrics import RECORDER, Flusher
 
 log = structlog.get_logger(__name__)
@@ -112,3 +113,4 @@ class WorkerLifecycle(Middleware):
         if self.presence is not None:
             self.presence.stop()  # deregistered at once: its attempts were handed back
         self.ctx.engine.dispose()
+        logs.flush()  # Dramatiq closes this process's log pipe next

@@ -15,7 +15,7 @@ from service.config import Settings
 from service.deployment import resolve_namespace
 
 settings = resolve_namespace(Settings.from_environ())
-logs.configure(settings, process="worker")
+logs.configure(settings, process="worker", batched=True)
 context = build(settings)
 broker = context.broker
 dramatiq.set_broker(broker)

@@ -19,15 +19,24 @@ import sys
 import structlog
 
 from service.config import Settings
+from service.logbatch import BatchedHandler, BatchedLineLogger, BatchedLines
+
+#: the batched stderr of this process, if `configure(batched=True)` made one
+_batched: BatchedLines | None = None
 
 
-def configure(settings: Settings, *, process: str) -> None:
+def configure(settings: Settings, *, process: str, batched: bool = False) -> None:
     """Send every log line of this process to stderr, logfmt (or JSON), one renderer for all.
 
     Our own events go straight from structlog to stderr (no stdlib record: a request line costs
     little); the lines of libraries (uvicorn, Dramatiq, yoyo) go through the stdlib logging
-    handler with the same processors and renderer.
+    handler with the same processors and renderer. `batched`: hand lines on in batches
+    (service.logbatch), for a Dramatiq worker process, whose stderr is a pipe to its parent.
     """
+    global _batched
+    if batched and _batched is None:
+        _batched = BatchedLines(sys.stderr)
+    stream = _batched if batched else None
     renderer: structlog.types.Processor
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -44,7 +53,11 @@ def configure(settings: Settings, *, process: str) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=(
+            (lambda *_args: BatchedLineLogger(stream))
+            if stream is not None
+            else structlog.WriteLoggerFactory(sys.stderr)
+        ),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
@@ -61,7 +74,7 @@ def configure(settings: Settings, *, process: str) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchedHandler(stream) if stream is not None else logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -71,6 +84,12 @@ def configure(settings: Settings, *, process: str) -> None:
         logging.getLogger(name).propagate = True
     # one line per request comes from our own middleware; uvicorn's would repeat it
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def flush() -> None:
+    """Write the lines a batched stderr holds (a worker process about to stop)."""
+    if _batched is not None:
+        _batched.flush_now()
 
 
 def _add_process(process: str) -> structlog.types.Processor:
