@@ -60,6 +60,7 @@ from service.db import (
     utcnow,
 )
 from service.errors import Conflict, NotFound, ValidationFailed
+from service.prepared import Prepared
 from service.queries import Job
 from service.states import (
     ALLOWED_FROM,
@@ -516,9 +517,10 @@ CLAIM_CANDIDATE = (
 
 
 @functools.cache
-def _claim_candidates(count: int) -> sa.Select[Any]:
-    """The same search for up to `count` jobs at once (`_claim_several`), built once a count."""
-    return CLAIM_CANDIDATE.limit(count)
+def _claim_candidates(count: int) -> Prepared:
+    """The same search for up to `count` jobs at once (`_claim_several`), built once a count
+    (as the other statements of a batch of ends, run by service.prepared)."""
+    return Prepared(CLAIM_CANDIDATE.limit(count))
 
 
 @retry_conflicts
@@ -558,9 +560,10 @@ def _claim_in(conn: Connection, claim: NextClaim) -> ClaimedJob | None:
         if concurrency.running_of_queue(conn, claim.queue) >= claim.cap:
             return None
     for _ in range(MAX_FULL_KEYS):
-        row = conn.execute(CLAIM_CANDIDATE, {"queue": claim.queue, "now": now}).first()
-        if row is None:
+        found = _claim_candidates(1).rows(conn, {"queue": claim.queue, "now": now})
+        if not found:
             return None
+        row = found[0]
         claimed = _claim_candidate(conn, claim, row, now)
         if claimed is not None:
             return claimed
@@ -593,7 +596,7 @@ def _claim_rows(
         return []
     params: dict[str, Any] = {f"id_{i}": row.id for i, row in enumerate(rows)}
     params.update(now=now, worker=claim.worker)
-    moved = conn.execute(_claim_statement(len(rows)), params).rowcount
+    moved = _claim_statement(len(rows)).execute(conn, params).rowcount
     if moved != len(rows):
         raise AssertionError(f"claimed {moved} of {len(rows)} locked rows")
     return [_claimed_job(claim, row, now) for row in rows]
@@ -606,11 +609,11 @@ def _ids(count: int) -> list[sa.BindParameter[int]]:
 
 
 @functools.cache
-def _claim_statement(count: int) -> sa.Update:
+def _claim_statement(count: int) -> Prepared:
     """The UPDATE of a claim (queued to running) of `count` rows (`id_0` ...), built once."""
     _check(State.RUNNING, frozenset({State.QUEUED}))
     now = sa.bindparam("now", type_=sa.DateTime)
-    return (
+    return Prepared(
         _by_id(jobs.update())
         .where(jobs.c.id.in_(_ids(count)), jobs.c.state == State.QUEUED)
         .values(
@@ -635,7 +638,7 @@ def _claim_several(conn: Connection, claim: NextClaim, count: int) -> list[Claim
     if count > 1 and claim.cap is None:
         now = utcnow()
         params = {"queue": claim.queue, "now": now}
-        rows = conn.execute(_claim_candidates(count), params).all()
+        rows = _claim_candidates(count).rows(conn, params)
         claimed.extend(
             _claim_rows(conn, claim, [r for r in rows if r.concurrency_key is None], now)
         )
@@ -1008,7 +1011,7 @@ def _lock_in_id_order(conn: Connection, job_ids: Sequence[int]) -> None:
 
 
 @functools.cache
-def _succeed_statement(columns: tuple[str, ...], count: int) -> sa.Update:
+def _succeed_statement(columns: tuple[str, ...], count: int) -> Prepared:
     """The UPDATE of `count` attempts that succeeded alike (running to succeeded), each row
     (`id_0` ...) fenced by its lease (`lease_0` ...), built once."""
     _check(State.SUCCEEDED, frozenset({State.RUNNING}))
@@ -1017,7 +1020,7 @@ def _succeed_statement(columns: tuple[str, ...], count: int) -> sa.Update:
     values: dict[str, Any] = {
         name: sa.bindparam(f"v_{name}", type_=jobs.c[name].type) for name in columns
     }
-    return (
+    return Prepared(
         _by_id(jobs.update())
         .where(
             jobs.c.id.in_(ids),
@@ -1043,7 +1046,7 @@ def _succeed_together(
     for i, (id_, lease) in enumerate(sorted(leases.items())):
         params[f"id_{i}"], params[f"lease_{i}"] = id_, lease
     params["now"] = now
-    moved = conn.execute(_succeed_statement(tuple(values), len(leases)), params).rowcount
+    moved = _succeed_statement(tuple(values), len(leases)).execute(conn, params).rowcount
     states: dict[int, State | None] = dict.fromkeys(leases, State.SUCCEEDED)
     if moved != len(group):
         states = _succeeded_of(conn, leases, now)
