@@ -179,22 +179,34 @@ def dead_workers_dirs(is_alive: Callable[[int], bool]) -> Iterator[tuple[int, Pa
             yield int(pid), path
 
 
+def is_shell_line(argv: list[str]) -> bool:
+    """A command given as a shell line (`/bin/sh -c LINE`): its cell runs it in its own shell."""
+    return len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]
+
+
 @dataclass
 class CgroupCell:
+    """One thread's cell. Its `cgroup.procs` (handed to each command) and `cgroup.events`
+    (read after each) stay open for the thread's jobs: opening them was two opens and two
+    closes of cgroupfs files a job, and a read at offset 0 (`pread`) sees the events afresh."""
+
     path: Path
-    _fd: int | None = None
+    _procs: int | None = None
+    _events: int | None = None
     #: the last kill left no process in it (none can enter but through `command`)
     emptied: bool = False
 
     def command(self, argv: list[str]) -> tuple[list[str], int | None]:
         self.emptied = False
-        self._fd = os.open(os.path.join(self.path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-        if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
-            return ["/bin/sh", "-c", ENTER_CELL + argv[2]], self._fd
-        return ["/bin/sh", "-c", ENTER_CELL + 'exec "$@"', "jobrunner-job", *argv], self._fd
+        if self._procs is None:
+            procs = os.path.join(self.path, "cgroup.procs")
+            self._procs = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+        if is_shell_line(argv):
+            return ["/bin/sh", "-c", ENTER_CELL + argv[2]], self._procs
+        return ["/bin/sh", "-c", ENTER_CELL + 'exec "$@"', "jobrunner-job", *argv], self._procs
 
     def started(self, pid: int) -> None:
-        self._close_fd()
+        pass  # the command has its own copy of `cgroup.procs`; ours serves the next one
 
     def signal(self, signum: int) -> None:
         try:
@@ -205,14 +217,26 @@ class CgroupCell:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(pid), signum)
 
-    def kill(self) -> None:
-        self._close_fd()
-        self.emptied = kill_cgroup(self.path)
+    def populated(self) -> bool:
+        try:
+            if self._events is None:
+                self._events = os.open(
+                    os.path.join(self.path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC
+                )
+            return b"populated 1" in os.pread(self._events, 4096, 0)
+        except OSError:
+            return _populated(self.path)
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def kill(self) -> None:
+        self.emptied = not self.populated() or kill_cgroup(self.path)
+
+    def close(self) -> None:
+        """Close what it keeps open (the cell is dropped)."""
+        for fd in (self._procs, self._events):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._procs = self._events = None
 
 
 _process_dir: tuple[int, Path] | None = None  # (pid, folder) made by this process
@@ -270,8 +294,10 @@ class CgroupContainment:
         tid = threading.get_native_id()
         with self._lock:
             cell = self._cells.get(tid)
-            if cell is not None and (cell.emptied or not _populated(cell.path)):
+            if cell is not None and (cell.emptied or not cell.populated()):
                 return cell
+            if cell is not None:
+                cell.close()
             # new, or its last processes would not die (stuck in the kernel): a fresh one
             name = f"slot-{tid}" if cell is None else f"slot-{tid}-{time.monotonic_ns()}"
             path = self.root / name
@@ -280,12 +306,17 @@ class CgroupContainment:
             return cell
 
     def close(self) -> None:
+        global _process_dir
+        with self._lock:
+            for cell in self._cells.values():
+                cell.close()
         kill_cgroup(self.root)
         remove_cgroup(self.root)
         with _process_lock:
             if _process_dir is not None and _process_dir[0] == os.getpid():
                 with contextlib.suppress(OSError):
                     _process_dir[1].rmdir()  # the last context of this process: it is empty
+                    _process_dir = None  # a later context makes it again
 
 
 # --- child subreaper ---------------------------------------------------------------------

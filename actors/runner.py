@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from actors.containment import Cell
+from actors.containment import Cell, is_shell_line
 from service.job_user import JobUser
 
 READ_SIZE = 65536
@@ -196,8 +196,11 @@ def run(
     argv, stdin = spec.argv, None
     try:
         if cell is not None:
-            program = _resolve(spec.argv[0], spec.cwd, spec.env)
-            argv, stdin = cell.command([program, *spec.argv[1:]])
+            # a shell line runs as the cell's own shell, whose absence fails Popen itself; a
+            # program behind that shell is looked for first, to be reported as not started
+            if not is_shell_line(spec.argv):
+                argv = [_resolve(spec.argv[0], spec.cwd, spec.env), *spec.argv[1:]]
+            argv, stdin = cell.command(argv)
         proc = subprocess.Popen(
             argv,
             cwd=spec.cwd,
@@ -213,7 +216,7 @@ def run(
         # ValueError: an argument or env value the OS cannot take (a NUL; text that is not
         # valid Unicode, from a job stored before validation refused it)
         if cell is not None:
-            cell.kill()  # and closes what it opened
+            cell.kill()
         return RunResult("failed_to_start", error=f"could not start: {exc}")
     if cell is not None:
         cell.started(proc.pid)
