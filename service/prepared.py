@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 
-Processor = Callable[[Any], Any] | None
+#: a type's conversion of one value, to the driver (bind) or from it (result)
+Converter = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,11 @@ class _Form:
     positional: bool
     #: the values fixed in the statement (a literal compared with a column, say)
     fixed: Mapping[str, Any]
-    binds: Mapping[str, Processor]
+    #: the bind processor of each parameter that has one
+    binds: Mapping[str, Converter]
     #: for a SELECT: the row type, and the result processor of each column that has one
     row: type | None
-    results: tuple[tuple[int, Callable[[Any], Any]], ...]
+    results: tuple[tuple[int, Converter], ...]
 
 
 class Prepared:
@@ -60,8 +62,7 @@ class Prepared:
         form = self._form(conn.dialect)
         values = {**form.fixed, **params}
         for name, process in form.binds.items():
-            if process is not None:
-                values[name] = process(values[name])
+            values[name] = process(values[name])
         if form.positional:
             return conn.exec_driver_sql(form.sql, tuple(values[name] for name in form.names))
         return conn.exec_driver_sql(form.sql, values)
@@ -108,7 +109,7 @@ def _compile(statement: sa.Executable, dialect: Dialect) -> _Form:
         for name, bind in binds.items()
     }
     row: type | None = None
-    results: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+    results: tuple[tuple[int, Converter], ...] = ()
     columns: Sequence[Any] = getattr(statement, "selected_columns", ())
     if columns:
         row = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc,no-redef]
