@@ -138,14 +138,17 @@ def test_a_body_that_never_ends_is_cut_off(guarded_web: tuple[Process, str]) -> 
     web = guarded_web[0]
 
     def cut_off_posts() -> list[str]:
-        """The log lines of POSTs that lasted a body timeout: the ones cut off."""
+        """The log lines of POSTs that lasted about a body timeout: the ones cut off. (The
+        request's clock starts when the app is called, a little after the server armed the
+        body deadline at the end of the headers: the line may show a few ms less than the
+        timeout, 1,499.x ms. Every other POST here lasts well under a second.)"""
         return [
             line
             for line in web.output().splitlines()
             if (found := DURATION.search(line))
             and "event=request" in line
             and "method=POST" in line
-            and float(found[1]) >= BODY_TIMEOUT * 1000
+            and float(found[1]) >= BODY_TIMEOUT * 1000 * 0.9
         ]
 
     wait_for(cut_off_posts, timeout=10, what="the cut-off request's log line")
