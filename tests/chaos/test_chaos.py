@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.db import utcnow
 from tests.chaos.conftest import Ledger, Stack, draw_ledger, stamps_of
 from tests.chaos.servers import MariaDBServer, RedisServer
 from tests.support import wait_for
@@ -74,18 +75,28 @@ def test_workers_killed_with_sigkill_mid_job(stack: Stack) -> None:
     assert ledger.retried > 0, "the kills should have hit running jobs that may retry"
 
 
+#: a 30-tick job runs ~3.3 s; one claimed this recently still has ~2 s to go, more than
+#: the stop's 1 s grace, so a stop now must hand it back
+LONG_JOB_FRESH_S = 1.0
+
+
 def until_a_long_job_runs_on(stack: Stack, name: str, timeout: float = 20) -> bool:
-    """Wait (up to `timeout`) until worker `name` runs one of the 30-tick jobs, which outlive
-    a stop's grace; whether one did. (Which worker claims which job is not the test's to say.)"""
+    """Wait (up to `timeout`) until worker `name` runs one of the 30-tick jobs claimed
+    less than LONG_JOB_FRESH_S ago, so it outlives a stop's grace; whether one did. (Which
+    worker claims which job is not the test's to say; a long job seen later in its run may
+    end within the grace, and then nothing is handed back.)"""
     master = stack.workers[name].pid
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pids = {master, *_children(master)}
+        since = utcnow() - dt.timedelta(seconds=LONG_JOB_FRESH_S)
         with stack.engine.begin() as conn:
-            owners = conn.exec_driver_sql(
-                "SELECT locked_by FROM jobs WHERE state = 'running' AND command = 'bin/tick.sh 30'"
-            ).scalars()
-            if any(int(owner.rsplit(":", 1)[1]) in pids for owner in owners if owner):
+            rows = conn.exec_driver_sql(
+                "SELECT locked_by, locked_at FROM jobs"
+                " WHERE state = 'running' AND command = 'bin/tick.sh 30'"
+            ).all()
+        for owner, locked_at in rows:
+            if owner and locked_at >= since and int(owner.rsplit(":", 1)[1]) in pids:
                 return True
         time.sleep(0.05)
     return False
