@@ -80,15 +80,17 @@ def test_workers_killed_with_sigkill_mid_job(stack: Stack) -> None:
 LONG_JOB_FRESH_S = 1.0
 
 
-def until_a_long_job_runs_on(stack: Stack, name: str, timeout: float = 20) -> bool:
-    """Wait (up to `timeout`) until worker `name` runs one of the 30-tick jobs claimed
-    less than LONG_JOB_FRESH_S ago, so it outlives a stop's grace; whether one did. (Which
-    worker claims which job is not the test's to say; a long job seen later in its run may
-    end within the grace, and then nothing is handed back.)"""
-    master = stack.workers[name].pid
+def until_a_long_job_runs_on(stack: Stack, names: list[str], timeout: float = 20) -> str | None:
+    """Wait (up to `timeout`) until one of the workers `names` runs one of the 30-tick jobs
+    claimed less than LONG_JOB_FRESH_S ago, so it outlives a stop's grace; that worker's name,
+    or None. (Which worker claims which job is not the test's to say; a long job seen later in
+    its run may end within the grace, and then nothing is handed back.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = {master, *_children(master)}
+        owners: dict[int, str] = {}
+        for name in names:
+            master = stack.workers[name].pid
+            owners.update(dict.fromkeys({master, *_children(master)}, name))
         since = utcnow() - dt.timedelta(seconds=LONG_JOB_FRESH_S)
         with stack.engine.begin() as conn:
             rows = conn.exec_driver_sql(
@@ -96,10 +98,12 @@ def until_a_long_job_runs_on(stack: Stack, name: str, timeout: float = 20) -> bo
                 " WHERE state = 'running' AND command = 'bin/tick.sh 30'"
             ).all()
         for owner, locked_at in rows:
-            if owner and locked_at >= since and int(owner.rsplit(":", 1)[1]) in pids:
-                return True
+            if owner and locked_at >= since:
+                name = owners.get(int(owner.rsplit(":", 1)[1]))
+                if name is not None:
+                    return name
         time.sleep(0.05)
-    return False
+    return None
 
 
 def _children(pid: int) -> list[int]:
@@ -115,6 +119,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def stop_and_replace(stack: Stack, name: str) -> None:
+    """SIGTERM worker `name`, which must stop cleanly, and start `name`2 in its place."""
+    stack.workers[name].signal(signal.SIGTERM)
+    assert stack.workers[name].proc.wait(timeout=30) == 0
+    stack.start_worker(name + "2")
+
+
 def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     stack.start_web()
     stack.start_worker("a")
@@ -123,15 +134,15 @@ def test_workers_stopped_with_sigterm_mid_job(stack: Stack) -> None:
     long = stack.submit_many(12, rate=3, fields=ticks(30))  # outlives the 1 s grace
 
     wait_finished(stack, 40)
-    hits = [until_a_long_job_runs_on(stack, "a")]
-    stack.workers["a"].signal(signal.SIGTERM)
-    assert stack.workers["a"].proc.wait(timeout=30) == 0
-    stack.start_worker("a2")
+    # the first stop goes to whichever worker runs a fresh long job, the second to the other
+    found = until_a_long_job_runs_on(stack, ["a", "b"])
+    hits = [found is not None]
+    first = found or "a"
+    second = "b" if first == "a" else "a"
+    stop_and_replace(stack, first)
     wait_finished(stack, 100)
-    hits.append(until_a_long_job_runs_on(stack, "b"))
-    stack.workers["b"].signal(signal.SIGTERM)
-    assert stack.workers["b"].proc.wait(timeout=30) == 0
-    stack.start_worker("b2")
+    hits.append(until_a_long_job_runs_on(stack, [second]) is not None)
+    stop_and_replace(stack, second)
     short.join(timeout=60)
     long.join(timeout=60)
     stack.wait_all_final(timeout=90)
